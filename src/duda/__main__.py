@@ -1,0 +1,3 @@
+from duda.cli import main
+
+raise SystemExit(main())

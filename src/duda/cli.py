@@ -1,0 +1,68 @@
+"""Command-line entry point: argument parsing only.
+
+Each subcommand lives in ``duda.commands.<name>`` and exposes ``register(subparsers)``, which adds
+its parser and sets ``func`` to the one library function it calls. Heavy imports (torch, models)
+happen inside those functions so that ``duda --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from duda import __version__
+from duda.errors import DudaError
+
+# Order is the order shown by `duda --help`.
+COMMANDS = [
+    "prepare",
+    "synth",
+    "models",
+    "train",
+    "eval",
+    "predict",
+    "inconsistency",
+    "export",
+    "bench",
+    "demo",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="duda",
+        description="Distilled unsupervised domain adaptation for lightweight semantic segmentation.",
+    )
+    parser.add_argument("--version", action="version", version=f"duda {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"duda.commands.{name}")
+        except ModuleNotFoundError as exc:  # a command not built yet in this checkout
+            if exc.name != f"duda.commands.{name}":
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        result = args.func(args)
+    except DudaError as exc:
+        print(f"duda {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"duda {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

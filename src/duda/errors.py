@@ -1,0 +1,17 @@
+"""Errors a user can act on. The CLI prints their message without a traceback."""
+
+
+class DudaError(Exception):
+    """Base class: the message names the file, key or value and what was expected."""
+
+
+class ConfigError(DudaError):
+    """A configuration key is unknown, missing or of the wrong type."""
+
+
+class DatasetError(DudaError):
+    """A dataset folder, file or label map is missing or malformed."""
+
+
+class CheckpointError(DudaError):
+    """A weights file or training checkpoint cannot be used."""

@@ -1,0 +1,48 @@
+from dataclasses import dataclass, field
+
+import pytest
+
+from duda.config_base import apply_overrides, from_dict, to_dict
+from duda.errors import ConfigError
+
+
+@dataclass
+class Inner:
+    size: tuple[int, int] = (512, 512)
+    kind: str = "linear"
+
+
+@dataclass
+class Outer:
+    lr: float = 6e-5
+    iters: int = 10
+    name: str | None = None
+    inner: Inner = field(default_factory=Inner)
+    tags: list[str] = field(default_factory=list)
+
+
+def test_round_trip_and_conversion():
+    cfg = from_dict(Outer, {"lr": 1, "inner": {"size": [256, 128]}, "tags": ["a"]})
+    assert cfg.lr == 1.0 and isinstance(cfg.lr, float)
+    assert cfg.inner.size == (256, 128)
+    assert to_dict(cfg)["inner"]["size"] == [256, 128]
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match=r"inner\.sise"):
+        from_dict(Outer, {"inner": {"sise": [1, 2]}})
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(ConfigError, match=r"iters: expected an integer"):
+        from_dict(Outer, {"iters": "ten"})
+    with pytest.raises(ConfigError, match=r"inner\.size"):
+        from_dict(Outer, {"inner": {"size": [1, 2, 3]}})
+
+
+def test_overrides_parse_yaml_values():
+    data = apply_overrides({}, ["iters=20", "inner.kind=sigmoid", "name=null"])
+    cfg = from_dict(Outer, data)
+    assert cfg.iters == 20 and cfg.inner.kind == "sigmoid" and cfg.name is None
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        apply_overrides({}, ["iters"])
