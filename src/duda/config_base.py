@@ -69,7 +69,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
                 raise ConfigError(f"{key}: expected {len(args)} values ({_type_name(tp)}), got {value!r}")
-            return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+            pairs = enumerate(zip(value, args, strict=True))
+            return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in pairs)
         item = args[0] if args else Any
         out = [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(out) if origin is tuple else out
