@@ -1,0 +1,103 @@
+"""`duda predict`: label maps, colour maps and overlays for images of any size."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="predict label maps for an image or a folder of images",
+        description=(
+            "Predict each image with a trained model and write <stem>_trainIds.png (uint8 trainIds, "
+            "the format ACDC/Dark Zurich submissions use), <stem>_color.png and <stem>_overlay.png. "
+            "Images are resized (keeping the aspect ratio) to the model's test scale and the "
+            "prediction is upsampled back to the original size. Sub-folders of an input folder are "
+            "mirrored in the output folder."
+        ),
+    )
+    parser.add_argument(
+        "checkpoint",
+        metavar="CKPT",
+        help="deploy folder (model.json + model.safetensors), training checkpoint .pt, run folder or .onnx",
+    )
+    parser.add_argument(
+        "input", metavar="IMAGE_OR_DIR", help="an image file or a folder searched recursively"
+    )
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    parser.add_argument(
+        "--which",
+        default="student",
+        help="network of a training checkpoint to use: student (default), teacher, large, ...",
+    )
+    parser.add_argument(
+        "--mode", choices=("whole", "slide"), default="whole", help="whole-image or sliding-window inference"
+    )
+    parser.add_argument(
+        "--crop", type=int, nargs=2, default=(512, 512), metavar=("H", "W"), help="sliding-window size"
+    )
+    parser.add_argument(
+        "--stride", type=int, nargs=2, default=(341, 341), metavar=("H", "W"), help="sliding-window step"
+    )
+    parser.add_argument(
+        "--scale",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("W", "H"),
+        help="keep-ratio test scale overriding the model's own (e.g. 1024 512)",
+    )
+    parser.add_argument(
+        "--no-resize", action="store_true", help="predict at the original image size (no test-scale resize)"
+    )
+    parser.add_argument(
+        "--flip", action="store_true", help="average with the horizontally mirrored prediction"
+    )
+    parser.add_argument(
+        "--bf16", action="store_true", help="bfloat16 autocast (fast on GPUs; very slow on most CPUs)"
+    )
+    parser.add_argument("--alpha", type=float, default=0.5, help="colour weight of the overlay (0..1)")
+    parser.add_argument(
+        "--device", default="auto", help="torch device: auto (cuda if available), cpu, cuda:0, ..."
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run_predict)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    import torch
+    from torch import nn
+
+    from duda.engine.checkpoint import load_inference_model
+    from duda.errors import DudaError
+    from duda.evaluation.predict import list_images, predict_images
+
+    if not 0.0 <= args.alpha <= 1.0:
+        raise DudaError(f"--alpha must be between 0 and 1, got {args.alpha}")
+    if min(args.crop) < 1 or min(args.stride) < 1:
+        raise DudaError(f"--crop and --stride must be positive, got {args.crop} and {args.stride}")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else None
+    if device is None:
+        try:
+            device = torch.device(args.device)
+        except RuntimeError as exc:
+            raise DudaError(f"--device {args.device!r}: {exc}") from None
+    loaded = load_inference_model(args.checkpoint, which=args.which)
+    model = loaded.model
+    if isinstance(model, nn.Module):
+        model = model.to(device).eval()
+    else:
+        device = torch.device("cpu")  # an ONNX session takes and returns numpy arrays on the host
+    resize = None if args.no_resize else (tuple(args.scale) if args.scale else loaded.resize)
+    paths = list_images(args.input)
+    from pathlib import Path
+
+    root = Path(args.input) if Path(args.input).is_dir() else None
+    written = predict_images(
+        model, paths, args.out, loaded.palette, loaded.mean, loaded.std, resize=resize, mode=args.mode,
+        crop=tuple(args.crop), stride=tuple(args.stride), overlay_alpha=args.alpha, flip=args.flip,
+        bf16=args.bf16, device=device, root=root, progress=not args.quiet,
+    )  # fmt: skip
+    print(f"wrote {3 * len(written)} files for {len(written)} images to {args.out}")
+    return 0

@@ -1,0 +1,173 @@
+"""Whole-image and sliding-window inference returning full-resolution logits.
+
+A model here is anything that maps a normalised float32 ``B×3×h×w`` batch to logits
+``B×K×h/s×w/s`` at some output stride ``s``: an ``nn.Module`` (a ``(logits, features)`` tuple is
+accepted too), or a numpy callable such as an ONNX Runtime session wrapper (float32 numpy in,
+logits out). Logits are always upsampled bilinearly (``align_corners=False``) — each window's to
+the window size, the assembled map to the requested output size — as the reference code does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LogitsFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def as_logits_fn(model: nn.Module | Callable) -> LogitsFn:
+    """A tensor→logits function for an ``nn.Module`` or a numpy callable (e.g. ONNX Runtime)."""
+    if isinstance(model, nn.Module):
+
+        def run_module(x: torch.Tensor) -> torch.Tensor:
+            out = model(x)
+            # Models may return (logits, features); only the logits matter here.
+            return out[0] if isinstance(out, (tuple, list)) else out
+
+        return run_module
+
+    def run_numpy(x: torch.Tensor) -> torch.Tensor:
+        out = model(x.detach().float().cpu().numpy())
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        return torch.as_tensor(np.asarray(out, dtype=np.float32), device=x.device)
+
+    return run_numpy
+
+
+def _autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize (align_corners=False) of ``B×K×h×w`` logits to ``size`` = (H, W)."""
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def _forward(fn: LogitsFn, img: torch.Tensor, bf16: bool, flip: bool) -> torch.Tensor:
+    """Float32 logits at the model's stride; with ``flip`` the mean with the mirrored image's."""
+    with _autocast(img.device, bf16):
+        logits = fn(img).float()
+        if flip:
+            mirrored = fn(torch.flip(img, dims=[-1])).float()
+            logits = (logits + torch.flip(mirrored, dims=[-1])) / 2
+    return logits
+
+
+def _check_image(img: torch.Tensor) -> None:
+    if img.ndim != 4 or img.shape[1] != 3:
+        raise ValueError(f"expected a B×3×H×W image batch, got shape {tuple(img.shape)}")
+
+
+@torch.no_grad()
+def infer_whole(
+    model: nn.Module | Callable,
+    img: torch.Tensor,
+    out_hw: tuple[int, int] | None = None,
+    *,
+    flip: bool = False,
+    bf16: bool = False,
+) -> torch.Tensor:
+    """Logits ``B×K×H×W`` of the whole image, upsampled to ``out_hw`` (default: the input size).
+
+    ``flip`` averages with the horizontally mirrored prediction; ``bf16`` runs the model under
+    bfloat16 autocast (the result is float32 either way).
+    """
+    _check_image(img)
+    out_hw = tuple(out_hw) if out_hw is not None else tuple(img.shape[-2:])
+    logits = _forward(as_logits_fn(model), img, bf16, flip)
+    return upsample_logits(logits, out_hw)
+
+
+def window_starts(size: int, crop: int, stride: int) -> list[int]:
+    """Start offsets of windows of length ``crop`` every ``stride`` covering ``0..size``; the last
+    window is moved back to end at the border (start 0 and one window if ``size <= crop``)."""
+    if crop < 1 or stride < 1:
+        raise ValueError(f"crop and stride must be >= 1, got crop {crop}, stride {stride}")
+    count = max(size - crop + stride - 1, 0) // stride + 1
+    return [max(min(i * stride, size - crop), 0) for i in range(count)]
+
+
+def iter_windows(
+    hw: tuple[int, int], crop: tuple[int, int], stride: tuple[int, int]
+) -> Iterator[tuple[int, int, int, int]]:
+    """Windows ``(y0, y1, x0, x1)`` of a sliding-window pass over an image of size ``hw``."""
+    (h, w), (ch, cw), (sh, sw) = hw, crop, stride
+    for y0 in window_starts(h, ch, sh):
+        for x0 in window_starts(w, cw, sw):
+            yield y0, min(y0 + ch, h), x0, min(x0 + cw, w)
+
+
+@torch.no_grad()
+def infer_slide(
+    model: nn.Module | Callable,
+    img: torch.Tensor,
+    crop: tuple[int, int] = (512, 512),
+    stride: tuple[int, int] = (341, 341),
+    num_classes: int | None = None,
+    out_hw: tuple[int, int] | None = None,
+    *,
+    flip: bool = False,
+    bf16: bool = False,
+) -> torch.Tensor:
+    """Sliding-window logits ``B×K×H×W`` upsampled to ``out_hw`` (default: the input size).
+
+    ``crop`` and ``stride`` are (height, width). Each window's logits are upsampled to the window
+    size and summed; every pixel is divided by the number of windows covering it. A window smaller
+    than the crop (an image smaller than the crop) is zero-padded — zero is the mean colour after
+    normalisation — to the crop size, so the model always sees the size it was trained on, and
+    the padding's logits are cut away. ``num_classes`` is taken from the model when not given.
+    """
+    _check_image(img)
+    fn = as_logits_fn(model)
+    b, _, h, w = img.shape
+    crop_hw = (int(crop[0]), int(crop[1]))
+    out_hw = tuple(out_hw) if out_hw is not None else (h, w)
+    total: torch.Tensor | None = None
+    count = torch.zeros(1, 1, h, w, device=img.device)
+    for y0, y1, x0, x1 in iter_windows((h, w), crop_hw, (int(stride[0]), int(stride[1]))):
+        window = img[:, :, y0:y1, x0:x1]
+        pad_h, pad_w = crop_hw[0] - (y1 - y0), crop_hw[1] - (x1 - x0)
+        if pad_h > 0 or pad_w > 0:
+            window = F.pad(window, (0, max(pad_w, 0), 0, max(pad_h, 0)))
+        logits = _forward(fn, window, bf16, flip)
+        logits = upsample_logits(logits, tuple(window.shape[-2:]))[:, :, : y1 - y0, : x1 - x0]
+        if total is None:
+            k = num_classes if num_classes is not None else logits.shape[1]
+            if logits.shape[1] != k:
+                raise ValueError(f"model returned {logits.shape[1]} classes, expected {k}")
+            total = torch.zeros(b, k, h, w, device=img.device, dtype=torch.float32)
+        total[:, :, y0:y1, x0:x1] += logits
+        count[:, :, y0:y1, x0:x1] += 1
+    assert total is not None  # at least one window always exists
+    return upsample_logits(total / count, out_hw)
+
+
+@torch.no_grad()
+def infer(
+    model: nn.Module | Callable,
+    img: torch.Tensor,
+    out_hw: tuple[int, int] | None = None,
+    *,
+    mode: str = "whole",
+    crop: tuple[int, int] = (512, 512),
+    stride: tuple[int, int] = (341, 341),
+    num_classes: int | None = None,
+    flip: bool = False,
+    bf16: bool = False,
+) -> torch.Tensor:
+    """Dispatch to :func:`infer_whole` (``mode="whole"``) or :func:`infer_slide` (``"slide"``)."""
+    if mode == "whole":
+        return infer_whole(model, img, out_hw, flip=flip, bf16=bf16)
+    if mode == "slide":
+        return infer_slide(model, img, crop, stride, num_classes, out_hw, flip=flip, bf16=bf16)
+    raise ValueError(f"inference mode must be 'whole' or 'slide', got {mode!r}")

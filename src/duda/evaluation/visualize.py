@@ -1,0 +1,114 @@
+"""Pictures of label maps: colour maps, overlays, titled grids, and atomic PNG writing."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+
+def colorize(label: np.ndarray, palette: np.ndarray | Sequence[Sequence[int]]) -> np.ndarray:
+    """RGB ``H×W×3`` uint8 picture of a trainId map; ignore (255) and unknown ids are black."""
+    pal = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
+    # A 256-entry lookup table makes any uint8 id safe: ids beyond the palette stay black.
+    lut = np.zeros((256, 3), dtype=np.uint8)
+    n = min(len(pal), 255)
+    lut[:n] = pal[:n]
+    label = np.asarray(label)
+    if label.dtype != np.uint8:
+        label = np.where((label < 0) | (label > 255), 255, label).astype(np.uint8)
+    return lut[label]
+
+
+def _as_rgb(img: np.ndarray) -> np.ndarray:
+    img = np.asarray(img)
+    if img.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image, got dtype {img.dtype}")
+    if img.ndim == 2:
+        return np.repeat(img[:, :, None], 3, axis=2)
+    if img.ndim == 3 and img.shape[2] == 3:
+        return img
+    raise ValueError(f"expected an H×W or H×W×3 image, got shape {img.shape}")
+
+
+def overlay(
+    img: np.ndarray, color: np.ndarray, alpha: float = 0.5, mask: np.ndarray | None = None
+) -> np.ndarray:
+    """Blend ``(1 - alpha)·img + alpha·color`` (both ``H×W×3`` uint8); where ``mask`` is False
+    (e.g. ignored pixels) the image is kept as it is."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    img, color = _as_rgb(img), _as_rgb(color)
+    if img.shape != color.shape:
+        raise ValueError(f"image {img.shape} and colour map {color.shape} differ in size")
+    blend = img.astype(np.float32) * (1.0 - alpha) + color.astype(np.float32) * alpha
+    out = np.clip(np.rint(blend), 0, 255).astype(np.uint8)
+    if mask is not None:
+        out = np.where(np.asarray(mask, dtype=bool)[:, :, None], out, img)
+    return out
+
+
+def make_grid(
+    rows: Sequence[Sequence[np.ndarray | None]],
+    titles: Sequence[Sequence[str]] | None = None,
+    pad: int = 4,
+    title_height: int = 24,
+) -> np.ndarray:
+    """One RGB uint8 sheet of pictures in rows (None leaves a blank cell).
+
+    Every cell gets the size of the largest picture (smaller ones are placed top-left, not
+    scaled, so pixels stay comparable); ``titles`` (same layout as ``rows``) are written above
+    each cell in white on a dark band.
+    """
+    if not rows or not any(len(r) for r in rows):
+        raise ValueError("make_grid needs at least one picture")
+    if titles is not None and [len(t) for t in titles] != [len(r) for r in rows]:
+        raise ValueError("titles must have the same layout (rows × columns) as the pictures")
+    cells = [[None if c is None else _as_rgb(c) for c in row] for row in rows]
+    present = [c for row in cells for c in row if c is not None]
+    cell_h = max(c.shape[0] for c in present)
+    cell_w = max(c.shape[1] for c in present)
+    band = title_height if titles is not None else 0
+    n_rows, n_cols = len(cells), max(len(r) for r in cells)
+    sheet = np.zeros(
+        (n_rows * (cell_h + band) + (n_rows + 1) * pad, n_cols * cell_w + (n_cols + 1) * pad, 3),
+        dtype=np.uint8,
+    )
+    for r, row in enumerate(cells):
+        for c, cell in enumerate(row):
+            y = pad + r * (cell_h + band + pad)
+            x = pad + c * (cell_w + pad)
+            if titles is not None and titles[r][c]:
+                # Scale the font to the band so titles stay legible on small and large sheets.
+                scale = max(band / 40.0, 0.3)
+                cv2.putText(
+                    sheet, str(titles[r][c]), (x + 2, y + band - max(band // 4, 2)),
+                    cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA,
+                )  # fmt: skip
+            if cell is not None:
+                sheet[y + band : y + band + cell.shape[0], x : x + cell.shape[1]] = cell
+    return sheet
+
+
+def save_png(path: str | os.PathLike[str], array: np.ndarray) -> Path:
+    """Write a uint8 ``H×W`` (grey / trainIds) or ``H×W×3`` (RGB) PNG atomically (temp + rename),
+    creating parent folders; a crash never leaves a truncated file behind."""
+    array = np.asarray(array)
+    if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)):
+        raise ValueError(f"save_png expects uint8 H×W or H×W×3, got {array.dtype} {array.shape}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        Image.fromarray(array).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
