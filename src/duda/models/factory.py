@@ -1,0 +1,267 @@
+"""Models by name: ``build_model("daformer_mitb5", num_classes=19, pretrained="nvidia/mit-b5")``.
+
+Each name is a recipe: a backbone family, a head type, default architecture fields and the hub id
+of its ImageNet backbone weights. Keyword overrides change architecture fields; the model's
+``spec`` records them so that the exact architecture can be rebuilt from a checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from duda.errors import CheckpointError, ConfigError
+from duda.models import heads as H
+from duda.models.mit import MiTArch, MiTBackbone, mit_variant
+from duda.models.pretrained import (
+    load_backbone_weights,
+    mit_checkpoint_to_backbone,
+    resnet_checkpoint_to_backbone,
+)
+from duda.models.resnet import ResNetArch, ResNetBackbone
+from duda.models.segmentor import SegmentationModel
+
+# Head fields accepted as overrides, per head type, with their defaults.
+_HEAD_FIELDS: dict[str, dict[str, Any]] = {
+    "daformer": {"head_channels": 256, "head_dilations": (1, 6, 12, 18), "dropout": 0.1},
+    "segformer": {"head_channels": 256, "dropout": 0.1},
+    "deeplabv2": {"head_dilations": (6, 12, 18, 24)},
+    "deeplabv3p": {"head_channels": 128, "head_dilations": (1, 6, 12, 18), "dropout": 0.1},
+}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one model name is built."""
+
+    backbone: str  # "mit" | "resnet"
+    head: str  # a key of _HEAD_FIELDS
+    defaults: dict[str, Any] = field(default_factory=dict)  # backbone + head fields
+    hub_id: str | None = None  # ImageNet weights of the default backbone
+    description: str = ""
+
+
+def _mit_defaults(variant: str) -> dict[str, Any]:
+    return dataclasses.asdict(mit_variant(variant))
+
+
+_TINY_MIT = {"embed_dims": (8, 16, 32, 64), "depths": (1, 1, 1, 1), "num_heads": (1, 1, 2, 4)}
+_R18 = {"layers": (2, 2, 2, 2), "width": 64, "block": "basic", "dilations": (1, 1, 1, 2)}
+
+RECIPES: dict[str, Recipe] = {}
+for _v in ("b0", "b1", "b2", "b3", "b4", "b5"):
+    RECIPES[f"daformer_mit{_v}"] = Recipe(
+        "mit", "daformer", _mit_defaults(_v), f"nvidia/mit-{_v}", f"MiT-{_v.upper()} + DAFormer head"
+    )
+    RECIPES[f"segformer_mit{_v}"] = Recipe(
+        "mit",
+        "segformer",
+        # SegFormer's published decoders: 256 channels for B0, 768 for B1–B5.
+        {**_mit_defaults(_v), "head_channels": 256 if _v == "b0" else 768},
+        f"nvidia/mit-{_v}",
+        f"MiT-{_v.upper()} + SegFormer all-MLP head",
+    )
+RECIPES.update(
+    {
+        "deeplabv2_r50": Recipe(
+            "resnet",
+            "deeplabv2",
+            {"layers": (3, 4, 6, 3)},
+            "microsoft/resnet-50",
+            "ResNet-50 (OS8) + DeepLabV2",
+        ),
+        "deeplabv2_r101": Recipe(
+            "resnet",
+            "deeplabv2",
+            {"layers": (3, 4, 23, 3)},
+            "microsoft/resnet-101",
+            "ResNet-101 (OS8) + DeepLabV2",
+        ),
+        "deeplabv3p_r18": Recipe(
+            "resnet",
+            "deeplabv3p",
+            dict(_R18),
+            "microsoft/resnet-18",
+            "ResNet-18 (OS16) + DeepLabV3+ (CNN student)",
+        ),
+        "daformer_mit_tiny": Recipe(
+            "mit", "daformer", {**_TINY_MIT, "head_channels": 32}, None, "tiny MiT + DAFormer head (tests)"
+        ),
+        "segformer_mit_tiny": Recipe(
+            "mit", "segformer", {**_TINY_MIT, "head_channels": 32}, None, "tiny MiT + SegFormer head (tests)"
+        ),
+        "deeplabv2_r_tiny": Recipe(
+            "resnet",
+            "deeplabv2",
+            {"layers": (1, 1, 1, 1), "width": 8},
+            None,
+            "tiny ResNet + DeepLabV2 (tests)",
+        ),
+        "deeplabv3p_r_tiny": Recipe(
+            "resnet",
+            "deeplabv3p",
+            {**_R18, "layers": (1, 1, 1, 1), "width": 16, "head_channels": 32},
+            None,
+            "tiny ResNet + DeepLabV3+ (tests)",
+        ),
+    }
+)
+
+
+def list_models() -> list[str]:
+    """All model names accepted by :func:`build_model`."""
+    return list(RECIPES)
+
+
+def recipe(name: str) -> Recipe:
+    """The recipe of ``name``; ConfigError listing the known names otherwise."""
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise ConfigError(f"model {name!r}: unknown; expected one of {', '.join(RECIPES)}") from None
+
+
+def _backbone_fields(kind: str) -> dict[str, Any]:
+    arch = MiTArch() if kind == "mit" else ResNetArch()
+    return dataclasses.asdict(arch)
+
+
+def allowed_overrides(name: str) -> dict[str, Any]:
+    """Architecture fields of ``name`` and their values before overrides."""
+    r = recipe(name)
+    fields = {**_backbone_fields(r.backbone), **_HEAD_FIELDS[r.head]}
+    fields.update(r.defaults)
+    return fields
+
+
+def _check_override(name: str, key: str, value: Any, default: Any) -> Any:
+    """Validate one override against the type of its default; lists become tuples."""
+    where = f"model {name!r} override {key}={value!r}"
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        ):
+            raise ConfigError(f"{where}: expected a list of integers")
+        return tuple(value)
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number")
+        return float(value)
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"{where}: expected a positive integer")
+        return value
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string")
+    return value
+
+
+def resolve_arch(name: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Full architecture fields of ``name`` with ``overrides`` applied and validated."""
+    fields = allowed_overrides(name)
+    unknown = sorted(set(overrides) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"model {name!r}: unknown architecture field(s) {', '.join(unknown)}; "
+            f"allowed: {', '.join(sorted(fields))}"
+        )
+    for key, value in overrides.items():
+        fields[key] = _check_override(name, key, value, fields[key])
+    return fields
+
+
+def _json_ready(overrides: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()}
+
+
+def _build_head(
+    kind: str, fields: dict[str, Any], in_channels: tuple[int, ...], num_classes: int
+) -> nn.Module:
+    if kind == "daformer":
+        return H.DAFormerHead(
+            in_channels, num_classes, fields["head_channels"], fields["head_dilations"], fields["dropout"]
+        )
+    if kind == "segformer":
+        return H.SegFormerHead(in_channels, num_classes, fields["head_channels"], fields["dropout"])
+    if kind == "deeplabv2":
+        return H.DeepLabV2Head(in_channels[-1], num_classes, fields["head_dilations"])
+    return H.DeepLabV3PlusHead(
+        in_channels, num_classes, fields["head_channels"], fields["head_dilations"], dropout=fields["dropout"]
+    )
+
+
+def build_model(
+    name: str,
+    num_classes: int = 19,
+    pretrained: str | os.PathLike | None = None,
+    **overrides: Any,
+) -> SegmentationModel:
+    """Build model ``name`` with ``num_classes`` outputs.
+
+    ``pretrained``: ImageNet weights for the backbone only — a local ``.safetensors``/``.pth``/
+    ``.bin``/``.pt`` file, a hub id (e.g. ``"nvidia/mit-b5"``), ``"imagenet"`` for the name's
+    default hub id, or None (random init). ``overrides`` change architecture fields (see
+    :func:`allowed_overrides`), e.g. ``embed_dims=(16, 32, 64, 128)``, ``depths=(1, 1, 1, 1)``,
+    ``head_channels=64``, ``num_heads``, ``sr_ratios``, ``layers``, ``width``.
+    """
+    r = recipe(name)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ConfigError(f"model {name!r}: num_classes must be a positive integer, got {num_classes!r}")
+    fields = resolve_arch(name, overrides)
+    backbone_keys = _backbone_fields(r.backbone)
+    backbone_args = {k: v for k, v in fields.items() if k in backbone_keys}
+    try:
+        if r.backbone == "mit":
+            backbone: nn.Module = MiTBackbone(MiTArch(**backbone_args))
+        else:
+            backbone = ResNetBackbone(ResNetArch(**backbone_args))
+        head = _build_head(r.head, fields, backbone.out_channels, num_classes)
+    except ValueError as exc:
+        raise ConfigError(f"model {name!r} with {overrides}: {exc}") from None
+    # DeepLabV2 classifies the last stage; the others return logits at the finest level.
+    output_stride = backbone.feature_strides[-1] if r.head == "deeplabv2" else backbone.feature_strides[0]
+    spec = {"name": name, "num_classes": num_classes, "arch": _json_ready(overrides)}
+    model = SegmentationModel(backbone, head, output_stride, spec)
+    if pretrained is not None:
+        source = pretrained
+        if str(pretrained) == "imagenet":
+            if r.hub_id is None:
+                raise CheckpointError(f"model {name!r} has no published ImageNet weights; pass a file")
+            source = r.hub_id
+        convert = mit_checkpoint_to_backbone if r.backbone == "mit" else resnet_checkpoint_to_backbone
+        load_backbone_weights(model.backbone, source, convert)
+    return model
+
+
+def build_from_spec(spec: dict[str, Any], pretrained: str | os.PathLike | None = None) -> SegmentationModel:
+    """Rebuild a model from its ``spec`` (``{"name", "num_classes", "arch"}``)."""
+    try:
+        return build_model(spec["name"], spec["num_classes"], pretrained, **dict(spec.get("arch") or {}))
+    except KeyError as exc:
+        raise ConfigError(f"model spec {spec!r}: missing key {exc}") from None
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (trainable or not)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(name: str, size: tuple[int, int] = (512, 1024), batch: int = 1, **overrides: Any) -> int:
+    """FLOPs of one forward pass of ``name`` on a ``batch``×3×H×W input (2 per multiply-add).
+
+    Counted with ``torch.utils.flop_counter.FlopCounterMode`` on the meta device: shapes only,
+    no memory and no arithmetic, so even MiT-B5 takes about a second.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = build_model(name, **overrides).eval()
+        x = torch.empty(batch, 3, *size)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    return int(counter.get_total_flops())

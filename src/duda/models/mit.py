@@ -1,0 +1,98 @@
+"""Mix Transformer (MiT) encoder, built from HF ``transformers``' SegFormer encoder.
+
+Using ``SegformerModel`` (encoder only) keeps the published ImageNet checkpoints
+``nvidia/mit-b0`` … ``nvidia/mit-b5`` usable; ``pretrained.py`` maps their key layout (and
+DAFormer's mmseg ``mit_b5.pth`` layout) onto the installed module names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+# Stage widths and depths of the published variants (SegFormer paper, Table 6).
+MIT_DIMS_B0 = (32, 64, 160, 256)
+MIT_DIMS_B1_B5 = (64, 128, 320, 512)
+MIT_DEPTHS = {
+    "b0": (2, 2, 2, 2),
+    "b1": (2, 2, 2, 2),
+    "b2": (3, 4, 6, 3),
+    "b3": (3, 4, 18, 3),
+    "b4": (3, 8, 27, 3),
+    "b5": (3, 6, 40, 3),
+}
+
+
+@dataclass(frozen=True)
+class MiTArch:
+    """Architecture of one MiT encoder; the defaults are MiT-B0."""
+
+    embed_dims: tuple[int, ...] = MIT_DIMS_B0
+    depths: tuple[int, ...] = (2, 2, 2, 2)
+    num_heads: tuple[int, ...] = (1, 2, 5, 8)
+    sr_ratios: tuple[int, ...] = (8, 4, 2, 1)
+    mlp_ratios: tuple[int, ...] = (4, 4, 4, 4)
+    patch_sizes: tuple[int, ...] = (7, 3, 3, 3)
+    strides: tuple[int, ...] = (4, 2, 2, 2)
+    drop_path_rate: float = 0.1  # DAFormer's setting
+
+
+def mit_variant(variant: str) -> MiTArch:
+    """The published MiT-B0 … B5 architecture by name (``"b0"`` … ``"b5"``)."""
+    dims = MIT_DIMS_B0 if variant == "b0" else MIT_DIMS_B1_B5
+    return MiTArch(embed_dims=dims, depths=MIT_DEPTHS[variant])
+
+
+def _segformer_config(arch: MiTArch):
+    from transformers import SegformerConfig
+
+    n = len(arch.embed_dims)
+    for field in ("depths", "num_heads", "sr_ratios", "mlp_ratios", "patch_sizes", "strides"):
+        if len(getattr(arch, field)) != n:
+            raise ValueError(f"MiT {field}={getattr(arch, field)} must have {n} entries like embed_dims")
+    for dim, heads in zip(arch.embed_dims, arch.num_heads, strict=True):
+        if dim % heads:
+            raise ValueError(
+                f"MiT embed_dims {arch.embed_dims} must be divisible by num_heads {arch.num_heads}"
+            )
+    config = SegformerConfig(
+        num_channels=3,
+        num_encoder_blocks=n,
+        depths=list(arch.depths),
+        sr_ratios=list(arch.sr_ratios),
+        hidden_sizes=list(arch.embed_dims),
+        patch_sizes=list(arch.patch_sizes),
+        strides=list(arch.strides),
+        num_attention_heads=list(arch.num_heads),
+        mlp_ratios=list(arch.mlp_ratios),
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        drop_path_rate=arch.drop_path_rate,
+        reshape_last_stage=True,
+    )
+    # PyTorch's fused attention: same result as the eager path, less memory.
+    config._attn_implementation = "sdpa"
+    return config
+
+
+class MiTBackbone(nn.Module):
+    """MiT encoder returning the four stage outputs (strides 4, 8, 16, 32) as B×C×H×W maps."""
+
+    def __init__(self, arch: MiTArch | None = None) -> None:
+        super().__init__()
+        from transformers import SegformerModel
+
+        self.arch = arch or MiTArch()
+        self.encoder = SegformerModel(_segformer_config(self.arch))
+        self.out_channels: tuple[int, ...] = tuple(self.arch.embed_dims)
+        strides, s = [], 1
+        for st in self.arch.strides:
+            s *= st
+            strides.append(s)
+        self.feature_strides: tuple[int, ...] = tuple(strides)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out = self.encoder(x, output_hidden_states=True, return_dict=True)
+        return list(out.hidden_states)
