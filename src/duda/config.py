@@ -1,0 +1,187 @@
+"""The experiment configuration: one typed tree, loaded from YAML, overridable with ``--set``.
+
+Sections: ``model`` (the network that is trained and shipped; for DUDA the small student),
+``data``, ``method`` (source_only | daformer | mic | duda and their switches), ``optim``,
+``train``. Every key is documented by its comment here and in the annotated configs under
+``configs/``. Unknown keys and wrong types are errors naming the key (``duda.config_base``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from duda.config_base import apply_overrides, from_dict, load_yaml, to_dict
+from duda.data.datasets import DatasetConfig
+from duda.errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    name: str = "daformer_mitb5"  # a name from `duda models`
+    pretrained: str | None = None  # backbone ImageNet weights: local file or hub id (e.g. nvidia/mit-b5)
+    arch: dict[str, Any] = field(default_factory=dict)  # architecture overrides (embed_dims, depths, ...)
+
+
+@dataclass
+class RCSConfig:
+    enabled: bool = True  # rare-class sampling of source images
+    temperature: float = 0.01  # P(c) = softmax((1 - f_c) / T)
+    min_pixels: int = 3000  # a source image qualifies for class c with > min_pixels of c
+    min_crop_ratio: float = 0.5  # re-crop until the crop holds > min_pixels * ratio of c
+
+
+@dataclass
+class DataConfig:
+    source: DatasetConfig | None = None  # labelled domain
+    target: DatasetConfig | None = None  # unlabelled domain (training split)
+    val: DatasetConfig | None = None  # labelled target split for evaluation
+    crop_size: tuple[int, int] = (512, 512)  # (H, W) training crop
+    batch_size: int = 2  # source and target images per step and process
+    workers: int = 4  # data-loader processes per training process
+    rcs: RCSConfig = field(default_factory=RCSConfig)
+    target_valid_margins: tuple[int, int, int, int] | None = None  # MIC: (top, bottom, left, right)
+    # pixels of the original target image excluded from pseudo-labels; null = none
+
+
+@dataclass
+class UDAConfig:
+    """Switches of the EMA self-training methods (DAFormer, MIC; also DUDA's base)."""
+
+    alpha: float = 0.999  # EMA factor; alpha_t = min(1 - 1/(t+1), alpha)
+    pseudo_threshold: float = 0.968  # confidence for the pseudo-label weight q
+    pseudo_weight_per_image: bool = False  # q per image (reference: one scalar per batch)
+    ignore_top: int = 15  # DAFormer: pseudo-label weight 0 in the top rows of the crop
+    ignore_bottom: int = 120  # ... and the bottom rows (Cityscapes ego car); 0 to disable
+    mix: Literal["class", "none"] = "class"  # ClassMix of source into target
+    color_jitter_p: float = 0.8  # share of iterations with colour jitter
+    color_jitter_strength: float = 0.2  # brightness, contrast, saturation, hue
+    blur_p: float = 0.5  # share of iterations with Gaussian blur
+    fd_weight: float = 0.005  # ImageNet feature distance; 0 disables
+    fd_thing_classes: tuple[int, ...] = (6, 7, 11, 12, 13, 14, 15, 16, 17, 18)
+    fd_min_ratio: float = 0.75  # a cell counts if its thing class covers this share
+    # MIC (masked image consistency); used when method.name is mic or duda with base mic
+    mask_block_size: int = 32  # px per mask block (64 for 1024 crops)
+    mask_ratio: float = 0.7  # share of blocks zeroed
+    mask_weight: float = 1.0  # loss weight of the masked-image CE
+    mask_mode: Literal["separatetrgaug", "separate"] = "separatetrgaug"
+
+
+@dataclass
+class TeacherSpec:
+    checkpoint: str  # a training checkpoint (.pt) or a deploy folder
+    network: str = "teacher"  # which network in the checkpoint
+    weight: float = 1.0  # weight in the fused probability
+
+
+@dataclass
+class DUDAConfig:
+    """DUDA (method.md Part C)."""
+
+    large: ModelConfig = field(default_factory=ModelConfig)  # T and L architecture
+    stage1_iters: int = 40000  # pre-adaptation; stage 2 lasts train.iters - stage1_iters
+    distill: Literal["linear", "sigmoid", "constant"] = "linear"  # gradual distillation lambda(t)
+    distill_ramp: float = 0.5  # lambda reaches 1 after this share of stage 1
+    finetune_mix: bool = True  # stage 2 trains S on ClassMix images labelled by the teachers
+    inconsistency: bool = True  # stage 2 per-class weights 1 + gamma * I'_c
+    gamma: float = 1.0
+    inconsistency_refresh: int = 0  # recompute every K iterations of stage 2; 0 = once
+    inconsistency_images: int = 0  # target images used to compute I_c; 0 = the whole set
+    teachers: list[TeacherSpec] = field(default_factory=list)  # extra frozen teachers (multi-teacher)
+    stage1_teacher_weight: float = 1.0  # weight of the stage-1 teacher T in the fusion; 0 = drop it
+    kd_weight: float = 0.0  # soft KD (temperature-scaled KL, T -> S on target); 0 = off
+    kd_temperature: float = 2.0
+
+
+@dataclass
+class MethodConfig:
+    name: Literal["source_only", "daformer", "mic", "duda"] = "daformer"
+    base: Literal["daformer", "mic"] = "daformer"  # DUDA's base method
+    uda: UDAConfig = field(default_factory=UDAConfig)
+    duda: DUDAConfig = field(default_factory=DUDAConfig)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 6e-5  # AdamW base learning rate (backbone)
+    head_lr_mult: float = 10.0  # decode head learning rate multiplier
+    weight_decay: float = 0.01  # not applied to normalisation layers
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_iters: int = 1500  # linear warm-up
+    warmup_ratio: float = 1e-6  # warm-up starts at lr * ratio
+    power: float = 1.0  # poly decay to 0 after warm-up
+
+
+@dataclass
+class TrainConfig:
+    iters: int = 40000  # total iterations (DUDA: both stages)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    bf16: bool = False  # bf16 autocast (fast on GPUs; slow on CPUs without bf16 units)
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the trained networks
+    eval_every: int = 4000  # iterations; 0 = only at the end
+    eval_mode: Literal["whole", "slide"] = "whole"
+    eval_crop: tuple[int, int] = (1024, 1024)  # slide window (H, W)
+    eval_stride: tuple[int, int] = (512, 512)
+    ckpt_every: int = 2000  # iterations between checkpoints
+    keep_last: int = 3  # checkpoints kept
+    log_every: int = 50  # iterations between JSONL/TensorBoard records
+    debug_every: int = 0  # iterations between debug image grids; 0 = never
+    max_eval_images: int = 0  # 0 = the whole val split
+
+
+@dataclass
+class ExperimentConfig:
+    work_dir: str = "runs/experiment"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.method.name != "source_only" and self.data.target is None:
+            raise ConfigError(f"method '{self.method.name}' needs data.target (the unlabelled domain)")
+        if self.data.source is None:
+            raise ConfigError("data.source is required (the labelled training domain)")
+        if self.method.name == "duda":
+            d = self.method.duda
+            if not 0 < d.stage1_iters <= self.train.iters:
+                raise ConfigError(
+                    f"method.duda.stage1_iters={d.stage1_iters} must be in "
+                    f"(0, train.iters={self.train.iters}]"
+                )
+        if self.train.iters <= 0:
+            raise ConfigError(f"train.iters must be positive, got {self.train.iters}")
+
+
+def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
+    return from_dict(ExperimentConfig, data)
+
+
+def load_config(path: str | None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load a YAML config (or start from defaults when ``path`` is None) and apply overrides."""
+    data = load_yaml(path) if path else {}
+    apply_overrides(data, list(overrides or []))
+    try:
+        return config_from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path or 'config'}: {exc}") from None
+
+
+__all__ = [
+    "DataConfig",
+    "DUDAConfig",
+    "ExperimentConfig",
+    "MethodConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RCSConfig",
+    "TeacherSpec",
+    "TrainConfig",
+    "UDAConfig",
+    "config_from_dict",
+    "load_config",
+    "to_dict",
+]

@@ -1,0 +1,73 @@
+"""AdamW with DAFormer's parameter groups, and the warm-up + poly learning-rate schedule."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+_NORM_TYPES = (
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.modules.batchnorm._BatchNorm,
+    nn.modules.instancenorm._InstanceNorm,
+)
+
+
+def param_groups(model: nn.Module, lr: float, weight_decay: float, head_lr_mult: float) -> list[dict]:
+    """Four groups: {backbone, head} x {decay, no decay}.
+
+    The decode head (``model.head``) gets ``lr * head_lr_mult``; parameters of normalisation layers
+    and position embeddings get no weight decay, as in DAFormer's optimizer config.
+    """
+    no_decay: set[int] = set()
+    for name, module in model.named_modules():
+        if isinstance(module, _NORM_TYPES) or "pos" in name.split(".")[-1]:
+            no_decay.update(id(p) for p in module.parameters(recurse=False))
+    head = getattr(model, "head", None)
+    head_ids = {id(p) for p in head.parameters()} if head is not None else set()
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        groups.setdefault((id(p) in head_ids, id(p) in no_decay), []).append(p)
+    out = []
+    for (is_head, is_nd), params in sorted(groups.items()):
+        mult = head_lr_mult if is_head else 1.0
+        out.append(
+            {
+                "params": params,
+                "lr": lr * mult,
+                "lr_mult": mult,
+                "weight_decay": 0.0 if is_nd else weight_decay,
+                "name": f"{'head' if is_head else 'backbone'}{'_no_decay' if is_nd else ''}",
+            }
+        )
+    return out
+
+
+def build_optimizer(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    head_lr_mult: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+) -> torch.optim.AdamW:
+    return torch.optim.AdamW(param_groups(model, lr, weight_decay, head_lr_mult), lr=lr, betas=betas)
+
+
+def lr_factor(step: int, total: int, warmup_iters: int, warmup_ratio: float, power: float) -> float:
+    """Multiplier of the base lr at ``step`` (0-based) of a schedule of ``total`` steps.
+
+    Poly decay ``(1 - step/total)^power`` to 0, multiplied during warm-up by a factor rising
+    linearly from ``warmup_ratio`` to 1 (mmcv's linear warm-up on top of poly, as DAFormer).
+    """
+    step = min(max(step, 0), total)
+    factor = (1.0 - step / total) ** power
+    if warmup_iters > 0 and step < warmup_iters:
+        factor *= 1.0 - (1.0 - step / warmup_iters) * (1.0 - warmup_ratio)
+    return factor
+
+
+def set_lr(optimizer: torch.optim.Optimizer, base_lr: float, factor: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = base_lr * group.get("lr_mult", 1.0) * factor

@@ -1,0 +1,263 @@
+"""DUDA: distilled UDA with a large EMA teacher T, a large student L and a small student S.
+
+Stage 1, pre-adaptation (steps [0, N1)): L trains exactly as the base method (DAFormer or MIC)
+with T = EMA(L) as its teacher. S sees the same source crop and the same mixed (and masked)
+images, labelled by the same single teacher forward, and gets
+``CE_src(S) + λ(t) · CE_tgt(S)`` where λ ramps from 0 to 1 (gradual distillation).
+
+Stage 2, fine-tuning (steps [N1, iters)): T (in eval mode) and any extra teachers are frozen;
+their probabilities are fused; S trains on source labels and on ClassMix images labelled by the
+fused teachers, with target pixels weighted by ``1 + γ·I'_c``, the normalised per-class
+inconsistency between the teachers' and S's predictions on the target training images.
+See method.md Parts A and C.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from duda.engine.checkpoint import load_inference_model
+from duda.errors import ConfigError
+from duda.methods.base import Method, StepContext, TrainSpan
+from duda.methods.daformer import (
+    make_frozen,
+    masked_batch,
+    mixed_batch,
+    probs_at,
+    pseudo_labels,
+    source_losses,
+)
+from duda.uda.distill import distill_weight
+from duda.uda.ema import ema_alpha, ema_update, make_ema_teacher
+from duda.uda.fusion import fuse_probs
+from duda.uda.inconsistency import InconsistencyMeter, pixel_weights
+from duda.uda.losses import ce, kd_kl, weighted_ce
+
+
+class DUDA(Method):
+    eval_networks = ("student", "teacher", "large")
+
+    def __init__(self, cfg, num_classes: int, device: torch.device) -> None:
+        super().__init__(cfg, num_classes, device)
+        self.d = cfg.method.duda
+        self.uda = cfg.method.uda
+        self.mic = cfg.method.base == "mic"
+        self.n1 = self.d.stage1_iters
+        large = self.build(self.d.large)
+        self.networks["large"] = large
+        self.networks["teacher"] = make_ema_teacher(large)
+        if self.uda.fd_weight > 0:
+            self.networks["imnet"] = make_frozen(self.build(self.d.large))
+        self.networks["student"] = self.build(cfg.model)
+        # extra frozen teachers (multi-teacher); rebuilt from their files, not checkpointed
+        self.extra_teachers: list[tuple[nn.Module, float]] = []
+        for spec in self.d.teachers:
+            loaded = load_inference_model(spec.checkpoint, which=spec.network)
+            if not isinstance(loaded.model, nn.Module):
+                raise ConfigError(f"method.duda.teachers: {spec.checkpoint} is not a PyTorch model (ONNX?)")
+            if loaded.num_classes != num_classes:
+                raise ConfigError(
+                    f"method.duda.teachers: {spec.checkpoint} predicts {loaded.num_classes} classes, "
+                    f"this run has {num_classes}"
+                )
+            self.extra_teachers.append((make_frozen(loaded.model.to(device)), spec.weight))
+        self.inconsistency: torch.Tensor | None = None  # I'_c, set at the start of stage 2
+        self.inconsistency_step = -1
+
+    def spans(self) -> dict[str, TrainSpan]:
+        total = self.cfg.train.iters
+        return {"large": TrainSpan(self.d.large, 0, self.n1), "student": TrainSpan(self.cfg.model, 0, total)}
+
+    def train_step(self, batch: dict, ctx: StepContext) -> dict:
+        if ctx.step < self.n1:
+            return self._stage1(batch, ctx)
+        return self._stage2(batch, ctx)
+
+    # ------------------------------------------------------------------ stage 1
+    def _stage1(self, batch: dict, ctx: StepContext) -> dict:
+        uda, gen = self.uda, ctx.generator
+        large, small, teacher = self.net("large"), self.net("student"), self.networks["teacher"]
+        if ctx.step > 0:
+            ema_update(teacher, self.networks["large"], ema_alpha(ctx.step, uda.alpha))
+        losses: dict = {}
+        lam = distill_weight(ctx.step, self.n1, self.d.distill_ramp, self.d.distill)
+
+        # L: the base method's source loss (+ feature distance)
+        loss_l, _ = source_losses(self, large, "imnet", batch, losses, feature_distance=True)
+        loss_l.backward()
+
+        # one teacher forward serves both students
+        with torch.no_grad(), self.autocast():
+            t_logits = teacher(batch["tgt_img"])
+        probs = probs_at(t_logits, batch["tgt_img"].shape[-2:])
+        labels, weight = pseudo_labels(probs, batch, uda)
+        mix_img, mix_lbl, mix_w, _ = mixed_batch(batch, labels, weight, uda, gen)
+
+        with self.autocast():
+            l_mix_logits = large(mix_img)
+        loss_mix = weighted_ce(l_mix_logits.float(), mix_lbl, mix_w)
+        loss_mix.backward()
+        losses["mix"] = loss_mix.detach()
+
+        # S: source CE + λ(t) · target CE on the same mixed image
+        with self.autocast():
+            s_src_logits = small(batch["src_img"])
+            s_mix_logits = small(mix_img)
+        s_src = ce(s_src_logits.float(), batch["src_gt"])
+        s_mix = weighted_ce(s_mix_logits.float(), mix_lbl, mix_w)
+        loss_s = s_src + lam * s_mix
+        losses["small_src"], losses["small_mix"] = s_src.detach(), s_mix.detach()
+
+        if self.mic and uda.mask_weight > 0:
+            m_img, m_lbl, m_w = masked_batch(batch, labels, weight, uda, gen)
+            with self.autocast():
+                l_m_logits = large(m_img)
+            loss_mic = uda.mask_weight * weighted_ce(l_m_logits.float(), m_lbl, m_w)
+            loss_mic.backward()
+            losses["mic"] = loss_mic.detach()
+            with self.autocast():
+                s_m_logits = small(m_img)
+            s_mic = uda.mask_weight * weighted_ce(s_m_logits.float(), m_lbl, m_w)
+            loss_s = loss_s + lam * s_mic
+            losses["small_mic"] = s_mic.detach()
+        if self.d.kd_weight > 0:
+            loss_s = loss_s + lam * self._kd(small, batch, t_logits, losses)
+        loss_s.backward()
+        losses["lambda"] = torch.tensor(lam)
+        losses["pseudo_weight"] = weight.mean().detach()
+        return {"losses": losses, "visuals": self._visuals(ctx, batch, labels, weight, mix_img, mix_lbl,
+                                                            l_mix_logits, s_mix_logits)}  # fmt: skip
+
+    # ------------------------------------------------------------------ stage 2
+    def frozen_teachers(self) -> list[tuple[nn.Module, float]]:
+        teachers = list(self.extra_teachers)
+        if self.d.stage1_teacher_weight > 0:
+            teachers.insert(0, (self.networks["teacher"], self.d.stage1_teacher_weight))
+        if not teachers:
+            raise ConfigError(
+                "method.duda: stage 2 has no teacher (stage1_teacher_weight is 0 and teachers is empty)"
+            )
+        return teachers
+
+    @torch.no_grad()
+    def fused_probs(self, img: torch.Tensor) -> torch.Tensor:
+        teachers = self.frozen_teachers()
+        probs = []
+        for net, _ in teachers:
+            net.eval()
+            with self.autocast():
+                logits = net(img)
+            probs.append(probs_at(logits, img.shape[-2:]))
+        return fuse_probs(probs, [w for _, w in teachers])
+
+    @torch.no_grad()
+    def compute_inconsistency(self, ctx: StepContext) -> torch.Tensor:
+        """I'_c between the (fused) teachers and S, over the target training images."""
+        if ctx.target_images is None:
+            raise ConfigError("DUDA stage 2 needs target training images (data.target)")
+        small = self.networks["student"]
+        was_training = small.training
+        small.eval()
+        meter = InconsistencyMeter(self.num_classes)
+        for sample in ctx.target_images():
+            img = sample["img"].to(self.device)
+            if img.ndim == 3:
+                img = img.unsqueeze(0)
+            pred_t = self.fused_probs(img).argmax(1)
+            with self.autocast():
+                pred_s = probs_at(small(img), img.shape[-2:]).argmax(1)
+            meter.update(pred_t, pred_s)
+        small.train(was_training)
+        if ctx.all_reduce is not None:
+            counts = torch.stack([meter.intersection, meter.union]).to(self.device)
+            counts = ctx.all_reduce(counts).cpu()
+            meter.intersection, meter.union = counts[0], counts[1]
+        return meter.compute().normalised.float()
+
+    def _stage2(self, batch: dict, ctx: StepContext) -> dict:
+        uda, gen, d = self.uda, ctx.generator, self.d
+        small = self.net("student")
+        losses: dict = {}
+        k = ctx.step - self.n1
+        refresh = d.inconsistency_refresh > 0 and k % d.inconsistency_refresh == 0
+        if d.inconsistency and (
+            self.inconsistency is None or (refresh and self.inconsistency_step != ctx.step)
+        ):
+            self.inconsistency = self.compute_inconsistency(ctx)
+            self.inconsistency_step = ctx.step
+            for c, v in enumerate(self.inconsistency.tolist()):
+                losses[f"I/{c}"] = torch.tensor(v)
+
+        probs = self.fused_probs(batch["tgt_img"])
+        labels, weight = pseudo_labels(probs, batch, uda)
+        if d.inconsistency and self.inconsistency is not None:
+            weight = weight * pixel_weights(labels, self.inconsistency.to(labels.device), gamma=d.gamma)
+
+        with self.autocast():
+            s_src_logits = small(batch["src_img"])
+        loss = ce(s_src_logits.float(), batch["src_gt"])
+        losses["small_src"] = loss.detach()
+        if d.finetune_mix:
+            img, lbl, wgt, _ = mixed_batch(batch, labels, weight, uda, gen)
+        else:
+            from duda.methods.daformer import MEAN, STD, strong_aug_config
+            from duda.uda.strong_aug import strong_transform
+
+            img = strong_transform(batch["tgt_img"], MEAN, STD, gen, strong_aug_config(uda))
+            lbl, wgt = labels, weight
+        with self.autocast():
+            s_logits = small(img)
+        s_tgt = weighted_ce(s_logits.float(), lbl, wgt)
+        loss = loss + s_tgt
+        losses["small_mix"] = s_tgt.detach()
+        if self.mic and uda.mask_weight > 0:
+            m_img, m_lbl, m_w = masked_batch(batch, labels, weight, uda, gen)
+            with self.autocast():
+                s_m_logits = small(m_img)
+            s_mic = uda.mask_weight * weighted_ce(s_m_logits.float(), m_lbl, m_w)
+            loss = loss + s_mic
+            losses["small_mic"] = s_mic.detach()
+        if d.kd_weight > 0:
+            loss = loss + self._kd(small, batch, torch.log(probs.clamp_min(1e-8)), losses)
+        loss.backward()
+        losses["pseudo_weight"] = weight.mean().detach()
+        return {
+            "losses": losses,
+            "visuals": self._visuals(ctx, batch, labels, weight, img, lbl, None, s_logits),
+        }
+
+    # ------------------------------------------------------------------ helpers
+    def _kd(self, small, batch: dict, teacher_logits: torch.Tensor, losses: dict) -> torch.Tensor:
+        with self.autocast():
+            s_logits = small(batch["tgt_img"])
+        loss = self.d.kd_weight * kd_kl(s_logits.float(), teacher_logits.float(), self.d.kd_temperature)
+        losses["kd"] = loss.detach()
+        return loss
+
+    def _visuals(self, ctx, batch, labels, weight, mix_img, mix_lbl, large_logits, small_logits) -> dict:
+        if not ctx.want_visuals:
+            return {}
+        vis = {
+            "src_img": batch["src_img"],
+            "src_gt": batch["src_gt"],
+            "tgt_img": batch["tgt_img"],
+            "pseudo_label": labels,
+            "pseudo_weight": weight.clamp(0, 1),
+            "mix_img": mix_img,
+            "mix_label": mix_lbl,
+            "small_mix_pred": small_logits.detach().argmax(1),
+        }
+        if large_logits is not None:
+            vis["mix_pred"] = large_logits.detach().argmax(1)
+        return vis
+
+    def extra_state(self) -> dict:
+        if self.inconsistency is None:
+            return {}
+        return {"inconsistency": self.inconsistency.cpu(), "inconsistency_step": self.inconsistency_step}
+
+    def load_extra_state(self, state: dict) -> None:
+        if "inconsistency" in state:
+            self.inconsistency = state["inconsistency"].float()
+            self.inconsistency_step = int(state.get("inconsistency_step", -1))
