@@ -186,7 +186,7 @@ def match_folders(
     missing = sorted(set(gts) - set(preds))
     extra = sorted(set(preds) - set(gts))
     hint = (
-        f" (keys are file stems without --pred-suffix {pred_suffix!r} / --gt-suffix {gt_suffix!r}; "
+        f" (keys are file stems without the prediction suffix {pred_suffix!r} / label suffix {gt_suffix!r}; "
         f"e.g. prediction key {next(iter(preds))!r}, label key {next(iter(gts))!r})"
     )
     if missing:

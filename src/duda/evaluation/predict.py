@@ -38,7 +38,7 @@ def load_rgb(path: str | os.PathLike[str]) -> np.ndarray:
     """An image file as ``H×W×3`` uint8 RGB (grey and RGBA are converted)."""
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            return np.array(im.convert("RGB"))
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise DatasetError(f"{path}: cannot read as an image ({exc})") from None
 
@@ -66,7 +66,7 @@ def image_to_tensor(
         new_w, new_h = keep_ratio_size(w, h, resize)
         if (new_w, new_h) != (w, h):
             rgb = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float()
+    x = torch.tensor(rgb, dtype=torch.float32).permute(2, 0, 1)  # a copy: inputs may be read-only
     mean_t = torch.tensor([float(m) for m in mean]).view(3, 1, 1)
     std_t = torch.tensor([float(s) for s in std]).view(3, 1, 1)
     return ((x - mean_t) / std_t).unsqueeze(0)
