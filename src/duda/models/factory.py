@@ -61,8 +61,9 @@ for _v in ("b0", "b1", "b2", "b3", "b4", "b5"):
     RECIPES[f"segformer_mit{_v}"] = Recipe(
         "mit",
         "segformer",
-        # SegFormer's published decoders: 256 channels for B0, 768 for B1–B5.
-        {**_mit_defaults(_v), "head_channels": 256 if _v == "b0" else 768},
+        # SegFormer's published decoders: 256 channels for B0 and B1 (B1: 13.7 M parameters in the
+        # paper), 768 for B2–B5.
+        {**_mit_defaults(_v), "head_channels": 256 if _v in ("b0", "b1") else 768},
         f"nvidia/mit-{_v}",
         f"MiT-{_v.upper()} + SegFormer all-MLP head",
     )
@@ -251,7 +252,9 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_flops(name: str, size: tuple[int, int] = (512, 1024), batch: int = 1, **overrides: Any) -> int:
+def count_flops(
+    name: str, size: tuple[int, int] = (512, 1024), batch: int = 1, num_classes: int = 19, **overrides: Any
+) -> int:
     """FLOPs of one forward pass of ``name`` on a ``batch``×3×H×W input (2 per multiply-add).
 
     Counted with ``torch.utils.flop_counter.FlopCounterMode`` on the meta device: shapes only,
@@ -260,8 +263,26 @@ def count_flops(name: str, size: tuple[int, int] = (512, 1024), batch: int = 1, 
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.device("meta"):
-        model = build_model(name, **overrides).eval()
+        model = build_model(name, num_classes, **overrides).eval()
         x = torch.empty(batch, 3, *size)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(x)
     return int(counter.get_total_flops())
+
+
+def model_summary(name: str, size: tuple[int, int] = (512, 1024), num_classes: int = 19) -> dict[str, Any]:
+    """Parameters, forward FLOPs at ``size`` (batch 1), output stride and weights of ``name``.
+
+    Everything is computed on the meta device, so no memory is allocated for the weights.
+    """
+    r = recipe(name)
+    with torch.device("meta"):
+        model = build_model(name, num_classes)
+    return {
+        "name": name,
+        "params": count_parameters(model),
+        "flops": count_flops(name, size, num_classes=num_classes),
+        "output_stride": model.output_stride,
+        "hub_id": r.hub_id,
+        "description": r.description,
+    }
