@@ -1,7 +1,9 @@
 import math
 
+import pytest
 import torch
 
+from duda.errors import DudaError
 from duda.uda import classmix_masks, mix, pick_half
 
 
@@ -76,3 +78,10 @@ def test_pick_half_draws_ceil_half_distinct_classes():
     assert pick_half(torch.tensor([4, 9]), torch.Generator().manual_seed(0)).numel() == 1
     assert pick_half(torch.tensor([4]), torch.Generator().manual_seed(0)).tolist() == [4]
     assert pick_half(torch.tensor([], dtype=torch.long), torch.Generator()).numel() == 0
+
+
+def test_mix_rejects_mismatched_shapes():
+    with pytest.raises(DudaError, match="mask"):
+        mix(torch.ones(1, 1, 3, 3), torch.ones(1, 3, 2, 2), torch.ones(1, 3, 2, 2))
+    with pytest.raises(DudaError, match="shape"):
+        mix(torch.ones(1, 1, 2, 2), torch.ones(1, 3, 2, 2), torch.ones(1, 2, 2, 2))
