@@ -67,7 +67,9 @@ def make_cityscapes(root: Path, n: int = 2, splits: tuple[str, ...] = ("train", 
             city = "aachen" if split == "train" else "frankfurt"
             stem = f"{city}_000000_{i:06d}"
             write_rgb(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", i)
-            write_gray(root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", id_columns(CITYSCAPES_IDS))
+            write_gray(
+                root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", id_columns(CITYSCAPES_IDS)
+            )
     return root
 
 
@@ -85,9 +87,15 @@ def make_acdc(root: Path, conditions: tuple[str, ...] = ("fog", "night"), n: int
 
 def make_darkzurich(root: Path, n: int = 2) -> Path:
     for i in range(n):
-        write_rgb(root / "rgb_anon" / "train" / "night" / "GOPR0351" / f"GOPR0351_frame_{i:06d}_rgb_anon.png", i)
-        write_rgb(root / "rgb_anon" / "train" / "day" / "GOPR0348" / f"GOPR0348_frame_{i:06d}_rgb_anon.png", i)
+        write_rgb(
+            root / "rgb_anon" / "train" / "night" / "GOPR0351" / f"GOPR0351_frame_{i:06d}_rgb_anon.png", i
+        )
+        write_rgb(
+            root / "rgb_anon" / "train" / "day" / "GOPR0348" / f"GOPR0348_frame_{i:06d}_rgb_anon.png", i
+        )
         stem = f"GOPR0356_frame_{i:06d}"
         write_rgb(root / "rgb_anon" / "val" / "night" / "GOPR0356" / f"{stem}_rgb_anon.png", i)
-        write_gray(root / "gt" / "val" / "night" / "GOPR0356" / f"{stem}_gt_labelIds.png", id_columns(CITYSCAPES_IDS))
+        write_gray(
+            root / "gt" / "val" / "night" / "GOPR0356" / f"{stem}_gt_labelIds.png", id_columns(CITYSCAPES_IDS)
+        )
     return root

@@ -150,11 +150,11 @@ def label_space_from_file(path: str | Path) -> tuple[LabelSpace, dict[int, int] 
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise DatasetError(f"class file {path}: not valid YAML/JSON ({exc})") from None
     expected = "expected a mapping with 'classes: [name, ...]' and optional 'palette', 'id_to_trainid'"
-    if not isinstance(data, dict) or not isinstance(data.get("classes"), list) or not data["classes"]:
-        raise DatasetError(f"class file {path}: {expected}")
-    unknown = sorted(set(data) - {"classes", "palette", "id_to_trainid"})
+    unknown = sorted(set(data) - {"classes", "palette", "id_to_trainid"}) if isinstance(data, dict) else []
     if unknown:
         raise DatasetError(f"class file {path}: unknown key(s) {unknown}; {expected}")
+    if not isinstance(data, dict) or not isinstance(data.get("classes"), list) or not data["classes"]:
+        raise DatasetError(f"class file {path}: {expected}")
     names = tuple(str(n) for n in data["classes"])
     palette = data.get("palette")
     if palette is None:
