@@ -44,3 +44,9 @@ def test_ignore_rows_mask():
     assert mask[0, :, 0].tolist() == [0, 1, 1, 1, 0, 0]
     assert ignore_rows_mask((1, 4, 2), top=0, bottom=0).min() == 1
     assert ignore_rows_mask((2, 512, 512)).sum() == 2 * 512 * (512 - 135)
+
+
+def test_bfloat16_probs_give_float32_weight():
+    labels, weight = pseudo_label(_probs().bfloat16())
+    assert weight.dtype == torch.float32 and labels.dtype == torch.int64
+    assert torch.allclose(weight, torch.full((2, 2, 2), 0.5))

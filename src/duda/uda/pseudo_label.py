@@ -20,7 +20,7 @@ def pseudo_label(
     per_image: bool = False,
     valid: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pseudo-labels (``B×H×W`` int64) and confidence weights (``B×H×W`` float) from class probabilities.
+    """Pseudo-labels (``B×H×W`` int64) and confidence weights (``B×H×W`` float32) from probabilities.
 
     ``probs`` is ``B×K×H×W`` (softmax output, or fused teacher probabilities). The confidence
     fraction counts every pixel, including those that ``valid`` later zeroes (as the reference).
@@ -28,13 +28,13 @@ def pseudo_label(
     """
     check_dim("probs", probs, 4, "B×K×H×W")
     max_prob, labels = probs.detach().max(dim=1)
-    confident = (max_prob >= threshold).to(torch.float32)
+    # float32 for the comparison and the weight: bf16 cannot hold 0.968 or a fraction like 0.7342.
+    confident = (max_prob.float() >= threshold).to(torch.float32)
     if per_image:
         fraction = confident.flatten(1).mean(dim=1).view(-1, 1, 1)
     else:
         fraction = confident.mean()
-    weight = fraction.expand_as(max_prob).to(probs.dtype if probs.is_floating_point() else torch.float32)
-    weight = weight.clone()
+    weight = fraction.expand_as(confident).clone()
     if valid is not None:
         weight = weight * _as_map(valid, weight.shape).to(weight.dtype)
     return labels, weight
