@@ -31,6 +31,8 @@ def test_hand_made_iou_acc_and_nan_class():
     assert res.num_pixels == 7
     assert res.miou16 is None and res.miou13 is None  # only defined for the 19 Cityscapes classes
     assert metric.union.tolist() == [5, 4, 1, 0]
+    conf = metric.confusion(PRED, GT)  # rows: label, columns: prediction
+    assert conf.tolist() == [[2, 1, 0, 0], [1, 2, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]
 
 
 def test_torch_input_matches_numpy_input():

@@ -140,3 +140,17 @@ def test_save_png_round_trip_without_leftovers(tmp_path):
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["x.png"]
     with pytest.raises(ValueError, match="uint8"):
         save_png(tmp_path / "y.png", arr.astype(np.float32))
+
+
+def test_predict_command_parser_documents_every_option():
+    import argparse
+
+    from duda.commands import predict as command
+
+    parser = argparse.ArgumentParser()
+    command.register(parser.add_subparsers())
+    argv = ["predict", "ckpt", "imgs", "--out", "o", "--mode", "slide", "--crop", "64", "32"]
+    args = parser.parse_args(argv)
+    assert args.func is command.run_predict and args.crop == [64, 32] and args.which == "student"
+    sub = parser._subparsers._group_actions[0].choices["predict"]
+    assert all(a.help for a in sub._actions)
