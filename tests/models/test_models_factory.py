@@ -224,3 +224,18 @@ def test_cli_models_table(capsys):
 def test_cli_unknown_model_is_clear_error(capsys):
     assert main(["models", "--names", "nope"]) == 2
     assert "unknown" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("groups", [1, 8])
+def test_flop_counter_counts_grouped_conv_backward(groups):
+    from duda.models.flops import flop_counter
+
+    conv = torch.nn.Conv2d(8, 16, 3, padding=1, groups=groups)
+    x = torch.randn(2, 8, 5, 5, requires_grad=True)
+    forward = 2 * (2 * 16 * 5 * 5) * (8 // groups * 9)  # 2 · |output| · (Cin/groups · k²)
+    with flop_counter() as counter:
+        conv(x).sum().backward()
+    assert counter.get_total_flops() == 3 * forward  # forward + grad input + grad weight
+    with flop_counter() as counter:
+        conv(x.detach()).sum().backward()  # no grad for the input: forward + grad weight
+    assert counter.get_total_flops() == 2 * forward

@@ -260,12 +260,12 @@ def count_flops(
     Counted with ``torch.utils.flop_counter.FlopCounterMode`` on the meta device: shapes only,
     no memory and no arithmetic, so even MiT-B5 takes about a second.
     """
-    from torch.utils.flop_counter import FlopCounterMode
+    from duda.models.flops import flop_counter
 
     with torch.device("meta"):
         model = build_model(name, num_classes, **overrides).eval()
         x = torch.empty(batch, 3, *size)
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
+    with flop_counter() as counter, torch.no_grad():
         model(x)
     return int(counter.get_total_flops())
 
