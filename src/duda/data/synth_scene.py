@@ -172,15 +172,19 @@ def thin_rect(cam: Camera, x: float, w: float, y0: float, y1: float, z: float, m
     return front_rect(cam, x - half, x + half, y0, y1, z)
 
 
+# Corner selectors of a box: (x, y, z) index bits of its 8 corners.
+_BOX_X = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+_BOX_Y = np.array([0, 0, 1, 1, 0, 0, 1, 1], bool)
+_BOX_Z = np.array([0, 1, 0, 1, 0, 1, 0, 1])
+
+
 def box_parts(
     cam: Camera, x: float, w: float, y0: float, h: float, z: float, length: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Silhouette, top face and near face of an axis-aligned box (x is its centre)."""
     xs = np.array([x - w / 2, x + w / 2])
-    ys = np.array([y0, y0 + h])
     zs = np.array([z, z + length])
-    gx, gy, gz = np.meshgrid(xs, ys, zs, indexing="ij")
-    pts = cam.project(gx.ravel(), gy.ravel(), gz.ravel()).astype(np.float32)
+    pts = cam.project(xs[_BOX_X], np.where(_BOX_Y, y0 + h, y0), zs[_BOX_Z]).astype(np.float32)
     hull = cv2.convexHull(pts)[:, 0, :]
     top = cam.project(
         np.array([xs[0], xs[1], xs[1], xs[0]]), np.full(4, y0 + h), np.array([z, z, zs[1], zs[1]])
