@@ -183,7 +183,8 @@ def _run(dataset: SegDataset, todo: list[int], workers: int) -> Iterator[tuple[i
         for i in todo:
             yield prepare_sample(dataset, i)
         return
-    with mp.get_context().Pool(workers, initializer=_init_worker, initargs=(dataset,)) as pool:
+    # spawn, not fork: a forked child inherits OpenCV's/OpenMP's thread-pool locks and can hang.
+    with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(dataset,)) as pool:
         yield from pool.imap_unordered(_prepare_in_worker, todo, chunksize=8)
 
 
