@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from duda.data.datasets import SegDataset
 from duda.data.labels import IGNORE_INDEX
@@ -245,10 +245,11 @@ class EvalSet(Dataset):
 
 
 def build_eval_loader(
-    dataset: SegDataset | EvalSet, workers: int = 2, resize: tuple[int, int] | None = None
+    dataset: SegDataset | EvalSet | Subset, workers: int = 2, resize: tuple[int, int] | None = None
 ) -> DataLoader:
-    """Batch-1 loader over an :class:`EvalSet` (built from a reader when one is given)."""
-    eval_set = dataset if isinstance(dataset, EvalSet) else EvalSet(dataset, resize)
+    """Batch-1 loader over an :class:`EvalSet` (or a ``Subset`` of one; built from a reader when
+    one is given)."""
+    eval_set = dataset if isinstance(dataset, (EvalSet, Subset)) else EvalSet(dataset, resize)
     return DataLoader(
         eval_set,
         batch_size=1,

@@ -91,8 +91,10 @@ def build_datasets(cfg: ExperimentConfig):
 
 def make_train_loader(cfg: ExperimentConfig, src, tgt, start_iter: int, dist_info: DistInfo):
     from duda.data.loader import UDATrainSet, build_train_loader
+    from duda.data.rcs import RCSConfig
 
-    rcs = cfg.data.rcs if cfg.data.rcs.enabled else None
+    r = cfg.data.rcs
+    rcs = RCSConfig(r.temperature, r.min_pixels, r.min_crop_ratio) if r.enabled else None
     train_set = UDATrainSet(
         src,
         tgt,
@@ -142,7 +144,7 @@ def evaluate_networks(
     results = {}
     for name in names:
         net = method.networks[name]
-        was_training = net.training
+        modes = [(m, m.training) for m in net.modules()]  # restored exactly (teacher: dropout off)
         net.eval()
         metric = IoUMetric(method.num_classes, device=method.device)
         accumulate(
@@ -160,7 +162,8 @@ def evaluate_networks(
             for t in metric.state_tensors():
                 all_reduce_sum(t, dist_info)
         results[name] = metric.compute().to_dict(class_names)
-        net.train(was_training)
+        for m, mode in modes:
+            m.training = mode
     return results
 
 
@@ -342,6 +345,12 @@ def _train(cfg, resume, progress, max_steps, device, dist_info, work_dir, ckpt_d
                 rec["sec_per_iter"] = (now - t_last) / cfg.train.log_every
                 t_last = now
                 logger.log(step, rec)
+            for kind, values in out.get("events", {}).items():
+                values = {meta["classes"][k] if isinstance(k, int) else k: v for k, v in values.items()}
+                logger.log(step, values, kind)
+                if is_main:
+                    text = ", ".join(f"{k} {v:.2f}" for k, v in values.items())
+                    (bar.write if bar else print)(f"step {step} {kind}: {text}")
             if want_vis and out.get("visuals"):
                 from duda.engine.visuals import save_debug_grid
 
@@ -380,5 +389,28 @@ def _train(cfg, resume, progress, max_steps, device, dist_info, work_dir, ckpt_d
                 (work_dir / "eval.json").write_text(json.dumps(results, indent=2))
     elif not stopped and step == end:
         save(step)
+    if dist_info.enabled:
+        _check_ranks_agree(method, work_dir, dist_info)
     logger.close()
     return TrainResult(work_dir=work_dir, step=step, metrics=results, stopped_early=stopped)
+
+
+def weights_checksum(module: torch.nn.Module) -> float:
+    """A cheap fingerprint of a network's parameters (sum of |w| in float64)."""
+    return float(sum(p.detach().double().abs().sum() for p in module.parameters()))
+
+
+def _check_ranks_agree(method: Method, work_dir: Path, dist_info: DistInfo) -> None:
+    """Every rank must hold the same weights (students by DDP, teachers by identical EMA)."""
+    import torch.distributed as dist
+
+    mine = {name: weights_checksum(net) for name, net in method.networks.items()}
+    gathered: list = [None] * dist_info.world_size
+    dist.all_gather_object(gathered, mine)
+    if dist_info.is_main:
+        (work_dir / "rank_checksums.json").write_text(json.dumps(gathered, indent=2))
+        for rank, sums in enumerate(gathered[1:], start=1):
+            if sums != gathered[0]:
+                raise DudaError(
+                    f"rank {rank} weights differ from rank 0 after training: {sums} vs {gathered[0]}"
+                )

@@ -32,13 +32,10 @@ STD = tuple(float(v) for v in IMAGENET_STD)
 
 
 def strong_aug_config(cfg: UDAConfig) -> StrongAugConfig:
-    s = cfg.color_jitter_strength
     return StrongAugConfig(
         color_jitter_p=cfg.color_jitter_p,
-        brightness=s,
-        contrast=s,
-        saturation=s,
-        hue=s,
+        color_jitter_strength=cfg.color_jitter_strength,
+        blur=cfg.blur_p > 0,
         blur_p=cfg.blur_p,
     )
 
@@ -93,7 +90,7 @@ def masked_batch(
         lbl = torch.cat([batch["src_gt"], labels])
         wgt = torch.cat([torch.ones_like(weight), weight])
     b, _, h, w = img.shape
-    mask = block_mask(b, h, w, block_size=cfg.mask_block_size, ratio=cfg.mask_ratio, generator=gen)
+    mask = block_mask(b, h, w, gen, block_size=cfg.mask_block_size, ratio=cfg.mask_ratio, device=img.device)
     return apply_mask(img, mask.to(img)), lbl, wgt
 
 

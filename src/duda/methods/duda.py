@@ -179,6 +179,7 @@ class DUDA(Method):
         uda, gen, d = self.uda, ctx.generator, self.d
         small = self.net("student")
         losses: dict = {}
+        events: dict = {}
         k = ctx.step - self.n1
         refresh = d.inconsistency_refresh > 0 and k % d.inconsistency_refresh == 0
         if d.inconsistency and (
@@ -186,8 +187,7 @@ class DUDA(Method):
         ):
             self.inconsistency = self.compute_inconsistency(ctx)
             self.inconsistency_step = ctx.step
-            for c, v in enumerate(self.inconsistency.tolist()):
-                losses[f"I/{c}"] = torch.tensor(v)
+            events["inconsistency"] = dict(enumerate(self.inconsistency.tolist()))
 
         probs = self.fused_probs(batch["tgt_img"])
         labels, weight = pseudo_labels(probs, batch, uda)
@@ -222,10 +222,8 @@ class DUDA(Method):
             loss = loss + self._kd(small, batch, torch.log(probs.clamp_min(1e-8)), losses)
         loss.backward()
         losses["pseudo_weight"] = weight.mean().detach()
-        return {
-            "losses": losses,
-            "visuals": self._visuals(ctx, batch, labels, weight, img, lbl, None, s_logits),
-        }
+        visuals = self._visuals(ctx, batch, labels, weight, img, lbl, None, s_logits)
+        return {"losses": losses, "visuals": visuals, "events": events}
 
     # ------------------------------------------------------------------ helpers
     def _kd(self, small, batch: dict, teacher_logits: torch.Tensor, losses: dict) -> torch.Tensor:
