@@ -150,3 +150,11 @@ def test_cli_prepare(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "duda prepare: error: folder not found" in err and "nope" in err and "leftImg8bit" in err
     assert main(["prepare", "gta", str(tmp_path), "--condition", "fog"]) == 2
+
+
+def test_acdc_condition_selection(tmp_path):
+    make_acdc(tmp_path, conditions=("fog", "snow"), n=1)
+    summary = run("acdc", tmp_path, conditions=("snow",))
+    assert summary.splits == ["snow/train", "snow/val"] and summary.images == 2
+    with pytest.raises(DatasetError, match=r"\['sun'\] not one of fog, night, rain, snow"):
+        run("acdc", tmp_path, conditions=("sun",))

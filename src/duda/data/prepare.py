@@ -101,6 +101,9 @@ def open_parts(
         build_dataset(dataset_type, root, "train", **kw)  # raises with the expected layout
     parts, skipped, first_error = [], [], None
     wanted = kw.pop("conditions", None)  # acdc: restrict the default parts to these conditions
+    bad = [c for c in wanted or () if c not in ACDCDataset.CONDITIONS]
+    if bad:
+        raise DatasetError(f"acdc condition(s) {bad} not one of {', '.join(ACDCDataset.CONDITIONS)}")
     for part in default_splits(dataset_type):
         if wanted is not None and "conditions" in part and part["conditions"][0] not in wanted:  # type: ignore[index]
             continue
