@@ -86,6 +86,13 @@ def test_duda_stage2_never_updates_teachers(synth_root, tmp_path):
     assert not torch.equal(
         start["teacher"]["head.classifier.weight"], end1["teacher"]["head.classifier.weight"]
     )
+    # the per-class inconsistency report of the finished run (CLI)
+    from duda.cli import main
+
+    assert main(["inconsistency", str(tmp_path), "--out", str(tmp_path / "inc"), "--device", "cpu"]) == 0
+    report = json.loads((tmp_path / "inc" / "inconsistency.json").read_text())
+    assert len(report["per_class"]) == 19 and report["images"] == 3
+    assert (tmp_path / "inc" / "inconsistency.png").is_file()
 
 
 def test_nan_loss_stops_with_last_good_checkpoint(synth_root, tmp_path, monkeypatch):
