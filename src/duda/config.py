@@ -51,6 +51,9 @@ class UDAConfig:
     alpha: float = 0.999  # EMA factor; alpha_t = min(1 - 1/(t+1), alpha)
     pseudo_threshold: float = 0.968  # confidence for the pseudo-label weight q
     pseudo_weight_per_image: bool = False  # q per image (reference: one scalar per batch)
+    # how q is computed: "threshold" (reference) or "confidence" = mean max-probability, which
+    # needs no threshold (for teachers trained from scratch, whose confidence rarely reaches 0.968)
+    pseudo_weighting: Literal["threshold", "confidence"] = "threshold"
     ignore_top: int = 15  # DAFormer: pseudo-label weight 0 in the top rows of the crop
     ignore_bottom: int = 120  # ... and the bottom rows (Cityscapes ego car); 0 to disable
     mix: Literal["class", "none"] = "class"  # ClassMix of source into target

@@ -48,7 +48,12 @@ def probs_at(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def pseudo_labels(probs: torch.Tensor, batch: dict, cfg: UDAConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Hard labels and pixel weights from (fused) teacher probabilities, with ignore margins."""
-    labels, weight = pseudo_label(probs, cfg.pseudo_threshold, per_image=cfg.pseudo_weight_per_image)
+    if cfg.pseudo_weighting == "threshold":
+        labels, weight = pseudo_label(probs, cfg.pseudo_threshold, per_image=cfg.pseudo_weight_per_image)
+    else:  # threshold-free: q = mean max-probability (per batch, or per image)
+        conf, labels = probs.max(dim=1)
+        dims = (1, 2) if cfg.pseudo_weight_per_image else (0, 1, 2)
+        weight = conf.mean(dim=dims, keepdim=True).expand_as(conf).contiguous()
     if cfg.ignore_top or cfg.ignore_bottom:
         weight = weight * ignore_rows_mask(weight.shape, top=cfg.ignore_top, bottom=cfg.ignore_bottom).to(
             weight
