@@ -1,0 +1,105 @@
+"""DUDA ablation on the built-in benchmark (issue 5): what each piece adds to the small student.
+
+Rows (every small model trains the same number of iterations N as in configs/synth):
+  source-only S; DAFormer on S alone; + large teacher (stage 1 only, lambda = 1);
+  + gradual ramp (stage 1 only); + fine-tuning (stage 2 without inconsistency weights);
+  + inconsistency weights (= DUDA); + multi-teacher (the stage-1 teacher fused with a large
+  model trained by MIC). The large model's own mIoU is given for reference.
+Runs shared with `duda demo` (same folders, same seeds) are reused, not retrained.
+
+    python benchmarks/ablation.py [--seeds 1] [--domain real] [--out runs/demo_real]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from duda.config import load_config
+from duda.demo.report import markdown_table, model_stats
+from duda.demo.runs import DEFAULT, DEMO, Variant, aggregate, configs_dir, run_demo
+
+
+def variants() -> tuple[Variant, ...]:
+    base = load_config(str(configs_dir() / "duda.yaml"))
+    n = base.train.iters
+    large = base.method.duda.large
+    arch = (
+        "{"
+        + ", ".join(f"{k}: {list(v) if isinstance(v, (list, tuple)) else v}" for k, v in large.arch.items())
+        + "}"
+    )
+    by_key = {v.key: v for v in DEMO}
+    return (
+        by_key["source_only"],
+        by_key["daformer"],
+        Variant(
+            "abl_teacher",
+            "duda",
+            (("student", "+ large teacher (stage 1 only, λ = 1)"),),
+            (f"method.duda.stage1_iters={n}", "method.duda.distill=constant"),
+        ),
+        Variant(
+            "abl_ramp",
+            "duda",
+            (("student", "+ gradual ramp (stage 1 only)"),),
+            (f"method.duda.stage1_iters={n}",),
+        ),
+        Variant(
+            "abl_finetune",
+            "duda",
+            (("student", "+ fine-tuning (no inconsistency weights)"),),
+            ("method.duda.inconsistency=false",),
+        ),
+        Variant(
+            "duda",
+            "duda",
+            (("student", "+ inconsistency weights (= DUDA)"), ("teacher", "large model T (reference)")),
+        ),
+        Variant(
+            "mic_large",
+            "daformer",
+            (("student", "MIC large (extra teacher)"),),
+            (
+                "method.name=mic",
+                f"model.name={large.name}",
+                f"model.arch={arch}",
+                "method.uda.mask_block_size=16",
+            ),
+        ),
+        Variant(
+            "abl_multi",
+            "duda",
+            (("student", "+ multi-teacher (T + MIC large)"),),
+            ("method.duda.teachers=[{checkpoint: '{seed_dir}/mic_large', network: teacher}]",),
+        ),
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--domain", default="real")
+    ap.add_argument(
+        "--out", default=None, help="run folder (default runs/demo_<domain>, shared with duda demo)"
+    )
+    ap.add_argument("--data", default="data/synth")
+    ap.add_argument("--doc", default="docs/ablation.md", help="write the table here")
+    args = ap.parse_args()
+    out = Path(args.out or f"runs/demo_{args.domain}")
+    t0 = time.perf_counter()
+    results = run_demo(
+        out, Path(args.data), args.domain, seeds=args.seeds, progress=False, variants=variants()
+    )
+    rows = aggregate(results)
+    stats = {r["name"]: model_stats(r["model_name"], r["arch"], DEFAULT.size) for r in rows}
+    command = f"python benchmarks/ablation.py --seeds {args.seeds} --domain {args.domain}"
+    table = markdown_table(rows, stats, args.domain, command)
+    print(table)
+    print(f"total {(time.perf_counter() - t0) / 60:.1f} min")
+    Path(args.doc).write_text("# DUDA ablation on the built-in benchmark\n\n" + table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""`duda demo`: the whole story on the built-in procedural benchmark, on a CPU.
+
+It generates the benchmark (cached), prepares it with the normal `prepare` step, and trains
+with the normal trainer from the configs in ``configs/synth/`` — the same code paths a GPU user
+runs; only model sizes and crops are small. Runs, all evaluated on the target's val split:
+
+- ``source_only``  small model, source labels only (the floor);
+- ``daformer``     small model, DAFormer self-training on its own EMA teacher;
+- ``duda``         DUDA large→small; its stage-1 teacher T is reported as the large DAFormer
+                   reference, since L trains exactly as DAFormer (tested bit for bit);
+- ``oracle``       small model trained on target labels (the ceiling).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from duda.errors import ConfigError
+
+BENCH_SEED = 0  # the benchmark's seed: fixed before any method was run on it (docs/benchmark.md)
+DOMAINS = ("real", "night", "fog")
+
+
+@dataclass(frozen=True)
+class DemoScale:
+    """Sizes of one demo flavour (the default, or --quick)."""
+
+    size: tuple[int, int]  # generated image (H, W)
+    n_source: int
+    n_target_train: int
+    n_target_val: int
+    overrides: tuple[str, ...] = ()  # config overrides applied to every run
+
+
+DEFAULT = DemoScale(size=(256, 512), n_source=400, n_target_train=400, n_target_val=100)
+QUICK = DemoScale(
+    size=(128, 256),
+    n_source=24,
+    n_target_train=24,
+    n_target_val=8,
+    overrides=(
+        "train.iters=20",
+        "method.duda.stage1_iters=15",
+        "train.eval_every=0",
+        "train.log_every=5",
+        "optim.warmup_iters=5",
+        "data.crop_size=[64, 64]",
+        "data.source.resize=[256, 128]",
+        "data.target.resize=[256, 128]",
+        "data.val.resize=[256, 128]",
+        "data.rcs.min_pixels=100",
+    ),
+)
+
+
+@dataclass
+class RunResult:
+    name: str  # row label
+    run: str  # which training run
+    network: str
+    work_dir: Path
+    seed: int
+    miou: float
+    per_class: dict[str, float | None]
+    iters: int
+    model_name: str = ""
+    arch: dict = field(default_factory=dict)
+    train_seconds: float = 0.0
+
+
+def configs_dir() -> Path:
+    """configs/synth of the source checkout (the package is installed in editable mode)."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        cand = parent / "configs" / "synth"
+        if cand.is_dir():
+            return cand
+    raise ConfigError("configs/synth not found: run `duda demo` from a checkout of the duda repository")
+
+
+def prepare_data(
+    data_dir: Path, domain: str, scale: DemoScale, workers: int = 1, log=print
+) -> dict[str, Path]:
+    """Generate (or reuse) the benchmark and convert its labels to trainIds."""
+    from duda.data.prepare import prepare_dataset
+    from duda.data.synth import generate_benchmark
+
+    t0 = time.perf_counter()
+    roots = generate_benchmark(
+        data_dir,
+        seed=BENCH_SEED,
+        size=scale.size,
+        n_source=scale.n_source,
+        n_target_train=scale.n_target_train,
+        n_target_val=scale.n_target_val,
+        domains=(domain,),
+        workers=workers,
+    )
+    prepare_dataset("gta", roots["source"], progress=False, log=lambda _: None, workers=workers)
+    prepare_dataset("cityscapes", roots[domain], progress=False, log=lambda _: None, workers=workers)
+    log(f"benchmark data ready in {data_dir} ({time.perf_counter() - t0:.0f} s)")
+    return roots
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One training run: a config of configs/synth, extra overrides, and the rows it reports."""
+
+    key: str  # folder name of the run
+    config: str  # configs/synth/<config>.yaml
+    rows: tuple[tuple[str, str], ...]  # (network, row label)
+    overrides: tuple[str, ...] = ()
+
+
+DEMO = (
+    Variant("source_only", "source_only", (("student", "source-only (small)"),)),
+    Variant("daformer", "daformer", (("student", "DAFormer (small)"),)),
+    Variant(
+        "duda",
+        "duda",
+        (("student", "DUDA large→small (small)"), ("teacher", "DAFormer large (T of DUDA stage 1)")),
+    ),
+    Variant("oracle", "oracle", (("student", "oracle: target labels (small)"),)),
+)
+
+
+def run_config(variant: Variant, roots: dict[str, Path], domain: str, out: Path, seed: int, scale: DemoScale):
+    from duda.config import load_config
+
+    tgt = roots[domain]
+    oracle = variant.config == "oracle"
+    has_target = variant.config not in ("oracle", "source_only")
+    overrides = [
+        f"work_dir={out / f'seed{seed}' / variant.key}",
+        f"train.seed={seed}",
+        f"data.source.root={tgt if oracle else roots['source']}",
+        f"data.val.root={tgt}",
+        *(o for o in scale.overrides if has_target or not o.startswith("data.target.")),
+        *(o.replace("{seed_dir}", str(out / f"seed{seed}")) for o in variant.overrides),
+    ]
+    if has_target:
+        overrides.append(f"data.target.root={tgt}")
+    return load_config(str(configs_dir() / f"{variant.config}.yaml"), overrides)
+
+
+def run_demo(
+    out: Path,
+    data_dir: Path,
+    domain: str = "real",
+    quick: bool = False,
+    seeds: int = 1,
+    progress: bool = True,
+    variants: tuple[Variant, ...] = DEMO,
+    log=print,
+) -> list[RunResult]:
+    """Train every variant for each seed (reusing runs already finished in ``out``)."""
+    from duda.engine.trainer import train
+
+    if domain not in DOMAINS:
+        raise ConfigError(f"--domain {domain!r}: expected one of {', '.join(DOMAINS)}")
+    scale = QUICK if quick else DEFAULT
+    roots = prepare_data(data_dir, domain, scale, log=log)
+    results: list[RunResult] = []
+    for seed in range(seeds):
+        for variant in variants:
+            cfg = run_config(variant, roots, domain, out, seed, scale)
+            work = Path(cfg.work_dir)
+            done = work / "eval.json"
+            t0 = time.perf_counter()
+            if done.is_file():
+                metrics = json.loads(done.read_text())
+                log(f"[seed {seed}] {variant.key}: finished earlier, reusing {done}")
+            else:
+                log(f"[seed {seed}] {variant.key}: training {cfg.train.iters} iterations in {work}")
+                metrics = train(cfg, resume=True, progress=progress).metrics
+            seconds = time.perf_counter() - t0
+            for network, label in variant.rows:
+                r = metrics[network]
+                model_cfg = cfg.model if network == "student" else cfg.method.duda.large
+                results.append(
+                    RunResult(
+                        name=label,
+                        run=variant.key,
+                        network=network,
+                        work_dir=work,
+                        seed=seed,
+                        miou=100 * r["miou"],
+                        per_class={
+                            k: (None if v["iou"] is None else 100 * v["iou"])
+                            for k, v in r["per_class"].items()
+                        },
+                        iters=cfg.method.duda.stage1_iters if network == "teacher" else cfg.train.iters,
+                        model_name=model_cfg.name,
+                        arch=dict(model_cfg.arch),
+                        train_seconds=seconds,
+                    )
+                )
+    return results
+
+
+def aggregate(results: list[RunResult]) -> list[dict]:
+    """Mean ± std over seeds per row, keeping the row order of the first seed."""
+    order: list[str] = []
+    by_name: dict[str, list[RunResult]] = {}
+    for r in results:
+        if r.name not in by_name:
+            order.append(r.name)
+        by_name.setdefault(r.name, []).append(r)
+    rows = []
+    for name in order:
+        rs = by_name[name]
+        mious = np.array([r.miou for r in rs])
+        classes = list(rs[0].per_class)
+        per_class = {}
+        for c in classes:
+            vals = [r.per_class[c] for r in rs if r.per_class[c] is not None]
+            per_class[c] = float(np.mean(vals)) if vals else None
+        rows.append(
+            {
+                "name": name,
+                "run": rs[0].run,
+                "network": rs[0].network,
+                "model_name": rs[0].model_name,
+                "arch": rs[0].arch,
+                "iters": rs[0].iters,
+                "seeds": len(rs),
+                "miou": float(mious.mean()),
+                "miou_std": float(mious.std(ddof=1)) if len(rs) > 1 else 0.0,
+                "mious": mious.tolist(),
+                "per_class": per_class,
+                "work_dirs": [str(r.work_dir) for r in rs],
+            }
+        )
+    return rows
