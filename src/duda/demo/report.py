@@ -60,7 +60,7 @@ def gap_summary(rows: list[dict]) -> dict:
     if daf_s and duda and large:
         span = large["miou"] - daf_s["miou"]
         out["duda_minus_daformer_small"] = duda["miou"] - daf_s["miou"]
-        out["duda_position"] = (duda["miou"] - daf_s["miou"]) / span if abs(span) > 1e-9 else None
+        out["duda_position"] = (duda["miou"] - daf_s["miou"]) / span if span > 0 else None
     return out
 
 
@@ -144,11 +144,8 @@ def training_curves(rows: list[dict], path: Path) -> Path:
             if rec.get("split") == "train":
                 recs[rec["step"]] = rec  # the last record of a step wins (after a resume)
         steps = sorted(recs)
-        keys = [
-            k
-            for k in ("src", "mix", "mic", "small_src", "small_mix", "small_mic")
-            if steps and k in recs[steps[-1]]
-        ]
+        seen = set().union(*(recs[s].keys() for s in steps)) if steps else set()
+        keys = [k for k in ("src", "mix", "mic", "small_src", "small_mix", "small_mic") if k in seen]
         for k in keys:
             ax.plot(steps, [recs[s].get(k, np.nan) for s in steps], label=k)
         ax.set_title(run)
