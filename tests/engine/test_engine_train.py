@@ -159,8 +159,9 @@ def test_killed_run_resumes_to_same_weights(synth_root, tmp_path, sig):
 
 
 def test_two_process_ddp_gloo(synth_root, tmp_path):
+    """DUDA (both stages: DDP-wrapped L and S, EMA teacher, all-reduced inconsistency) on 2 ranks."""
     cfg_path = write_config(
-        tiny_config(synth_root, tmp_path / "ddp", "daformer", {"train": {"iters": 3}}), tmp_path / "ddp.yaml"
+        tiny_config(synth_root, tmp_path / "ddp", "duda", {"train": {"iters": 3}}), tmp_path / "ddp.yaml"
     )
     proc = _run_cli(
         [
@@ -181,3 +182,4 @@ def test_two_process_ddp_gloo(synth_root, tmp_path):
     assert len(sums) == 2 and sums[0] == sums[1]
     assert (tmp_path / "ddp" / "eval.json").is_file()
     assert [s for s, _ in list_checkpoints(tmp_path / "ddp" / "checkpoints")][-1] == 3
+    assert set(sums[0]) == {"student", "large", "teacher", "imnet"}
