@@ -120,6 +120,7 @@ class TrainConfig:
     iters: int = 40000  # total iterations (DUDA: both stages)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # torch CPU threads of the trainer; 0 = torch's default (one per core)
     bf16: bool = False  # bf16 autocast (fast on GPUs; slow on CPUs without bf16 units)
     channels_last: bool = False
     compile: bool = False  # torch.compile the trained networks

@@ -201,6 +201,8 @@ def train(
 
     ``max_steps`` stops after that many steps of this call (used to simulate interruptions).
     """
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
     dist_info = init_distributed(device)
     device = resolve_device(cfg.train.device, dist_info.local_rank)
