@@ -42,3 +42,11 @@ def test_set_lr_respects_group_multiplier():
     lrs = sorted({g["lr"] for g in opt.param_groups})
     assert lrs == [1.0, 10.0]
     assert isinstance(opt, torch.optim.AdamW)
+
+
+def test_config_changes_lists_dotted_keys():
+    from duda.engine.trainer import config_changes
+
+    old = {"train": {"iters": 10, "seed": 0}, "model": {"name": "a"}}
+    new = {"train": {"iters": 20, "seed": 0}, "model": {"name": "a"}, "work_dir": "x"}
+    assert config_changes(old, new) == ["train.iters: 10 -> 20", "work_dir: None -> 'x'"]

@@ -250,6 +250,9 @@ def _train(cfg, resume, progress, max_steps, device, dist_info, work_dir, ckpt_d
             start = int(state["step"])
             if is_main:
                 print(f"resuming {work_dir} from {last_ckpt.name} (step {start})")
+                changed = config_changes(state.get("config", {}), to_dict(cfg))
+                if changed:
+                    print(f"warning: the config differs from the checkpoint's: {', '.join(changed[:8])}")
         elif is_main:
             print(f"no checkpoint in {ckpt_dir}; starting from scratch")
     _wrap_trainable(method, cfg, dist_info)
@@ -416,3 +419,16 @@ def _check_ranks_agree(method: Method, work_dir: Path, dist_info: DistInfo) -> N
                 raise DudaError(
                     f"rank {rank} weights differ from rank 0 after training: {sums} vs {gathered[0]}"
                 )
+
+
+def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        name = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_changes(a, b, name + ".")
+        elif a != b:
+            out.append(f"{name}: {a!r} -> {b!r}")
+    return out
