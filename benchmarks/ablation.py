@@ -89,9 +89,13 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out or f"runs/demo_{args.domain}")
     t0 = time.perf_counter()
-    results = run_demo(
-        out, Path(args.data), args.domain, seeds=args.seeds, progress=False, variants=variants()
-    )
+    order = variants()
+    # runs shared with `duda demo` go last: a demo running beside this script trains them first
+    shared = {"source_only", "daformer", "duda"}
+    todo = tuple(v for v in order if v.key not in shared) + tuple(v for v in order if v.key in shared)
+    results = run_demo(out, Path(args.data), args.domain, seeds=args.seeds, progress=False, variants=todo)
+    rank = {v.key: i for i, v in enumerate(order)}
+    results.sort(key=lambda r: (r.seed, rank[r.run], r.network != "student"))
     rows = aggregate(results)
     stats = {r["name"]: model_stats(r["model_name"], r["arch"], DEFAULT.size) for r in rows}
     command = f"python benchmarks/ablation.py --seeds {args.seeds} --domain {args.domain}"
