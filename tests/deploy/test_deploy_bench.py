@@ -101,6 +101,9 @@ def test_render_markdown_reports_ratios_shares_and_sharing():
     assert findings[0].startswith("DUDA stage-1 step / large-model DAFormer step = 1.20× in time (meets")
     assert "1.20× in peak memory (Δ 500 vs 400 MB); FLOPs 1.20×" in findings[0]
     assert findings[1] == "DUDA stage-2 step = 0.25× the large DAFormer step in time."
+    noisy = fake_report()["train"]
+    noisy[0].step_s = 100.0  # 50x slower for the same FLOPs: contention, not the method
+    assert "0.02× in time (NOT COMPARABLE (FLOP ratio 1.20×" in train_findings(noisy)[0]
 
 
 def test_write_report_keeps_notes(tmp_path):

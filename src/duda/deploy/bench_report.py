@@ -174,6 +174,12 @@ def train_findings(rows: list[B.TrainRow]) -> list[str]:
     if daf and s1 and daf.step_s and s1.step_s:
         ratio = s1.step_s / daf.step_s
         verdict = "meets" if ratio <= 1.25 else "misses"
+        flop_ratio = s1.gflop / daf.gflop
+        if not 0.5 * flop_ratio <= ratio <= 2 * flop_ratio:
+            # more than 2x away from the FLOP ratio: the times are not comparable (contention)
+            verdict = (
+                f"NOT COMPARABLE (FLOP ratio {flop_ratio:.2f}×: timing noise, re-run); nominally {verdict}"
+            )
         out.append(
             f"DUDA stage-1 step / large-model DAFormer step = {ratio:.2f}× in time ({verdict} the ≤ 1.25× "
             f"target), {s1.peak_mb / daf.peak_mb:.2f}× in peak memory "
