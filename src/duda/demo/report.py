@@ -96,7 +96,12 @@ def markdown_table(rows: list[dict], stats: dict[str, dict], domain: str, comman
         )
     if "duda_minus_daformer_small" in g:
         pos = g["duda_position"]
-        where = "" if pos is None else f" ({100 * pos:.0f}% of the way from DAFormer-small to DAFormer-large)"
+        if pos is None:
+            where = " (the large reference is not above DAFormer-small here)"
+        elif pos > 1:
+            where = " (above the large reference)"
+        else:
+            where = f" ({100 * pos:.0f}% of the way from DAFormer-small to DAFormer-large)"
         lines.append(
             f"DUDA small − DAFormer small: {g['duda_minus_daformer_small']:+.1f} mIoU points{where}."
         )
