@@ -133,18 +133,11 @@ class DAFormer(Method):
         src_loss.backward()
 
         # 2. pseudo-labels from the EMA teacher on the clean target crop
-        with torch.no_grad(), self.autocast():
-            t_logits = teacher(batch["tgt_img"])
-        probs = probs_at(t_logits, batch["tgt_img"].shape[-2:])
-        labels, weight = pseudo_labels(probs, batch, uda)
+        _, labels, weight = teacher_pseudo_labels(self, teacher, batch)
 
         # 3. ClassMix + strong augmentation
         mix_img, mix_lbl, mix_w, mix_mask = mixed_batch(batch, labels, weight, uda, gen)
-        with self.autocast():
-            mix_logits = student(mix_img)
-        loss_mix = weighted_ce(mix_logits.float(), mix_lbl, mix_w)
-        loss_mix.backward()
-        losses["mix"] = loss_mix.detach()
+        mix_logits = weighted_step(self, student, mix_img, mix_lbl, mix_w, losses, "mix")
 
         # 4. MIC masked image consistency
         if self.mic and uda.mask_weight > 0:
@@ -170,6 +163,29 @@ class DAFormer(Method):
                 "src_pred": src_logits.detach().argmax(1),
             }
         return {"losses": losses, "visuals": visuals}
+
+
+def teacher_pseudo_labels(
+    method: Method, teacher, batch: dict
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One no-grad teacher forward on the clean target crop: logits, pseudo-labels, weights."""
+    with torch.no_grad(), method.autocast():
+        t_logits = teacher(batch["tgt_img"])
+    probs = probs_at(t_logits, batch["tgt_img"].shape[-2:])
+    labels, weight = pseudo_labels(probs, batch, method.cfg.method.uda)
+    return t_logits, labels, weight
+
+
+def weighted_step(
+    method: Method, net, img: torch.Tensor, lbl: torch.Tensor, wgt: torch.Tensor, losses: dict, key: str
+) -> torch.Tensor:
+    """Forward ``img``, pixel-weighted CE against ``lbl``, backward; logs ``losses[key]``."""
+    with method.autocast():
+        logits = net(img)
+    loss = weighted_ce(logits.float(), lbl, wgt)
+    loss.backward()
+    losses[key] = loss.detach()
+    return logits
 
 
 def make_frozen(model: torch.nn.Module) -> torch.nn.Module:

@@ -27,6 +27,8 @@ from duda.methods.daformer import (
     probs_at,
     pseudo_labels,
     source_losses,
+    teacher_pseudo_labels,
+    weighted_step,
 )
 from duda.uda.distill import distill_weight
 from duda.uda.ema import ema_alpha, ema_update, make_ema_teacher
@@ -88,17 +90,9 @@ class DUDA(Method):
         loss_l.backward()
 
         # one teacher forward serves both students
-        with torch.no_grad(), self.autocast():
-            t_logits = teacher(batch["tgt_img"])
-        probs = probs_at(t_logits, batch["tgt_img"].shape[-2:])
-        labels, weight = pseudo_labels(probs, batch, uda)
+        t_logits, labels, weight = teacher_pseudo_labels(self, teacher, batch)
         mix_img, mix_lbl, mix_w, _ = mixed_batch(batch, labels, weight, uda, gen)
-
-        with self.autocast():
-            l_mix_logits = large(mix_img)
-        loss_mix = weighted_ce(l_mix_logits.float(), mix_lbl, mix_w)
-        loss_mix.backward()
-        losses["mix"] = loss_mix.detach()
+        l_mix_logits = weighted_step(self, large, mix_img, mix_lbl, mix_w, losses, "mix")
 
         # S: source CE + λ(t) · target CE on the same mixed image
         with self.autocast():
