@@ -18,22 +18,11 @@ import time
 
 import torch
 
+from duda.deploy.bench import matmul_gflops
 from duda.models import build_model
 from duda.models.flops import flop_counter
 
 DEFAULT_MODELS = ["daformer_mitb0", "segformer_mitb0", "daformer_mitb5", "deeplabv2_r101"]
-
-
-def matmul_gflops(n: int, dtype: torch.dtype, reps: int) -> float:
-    """Achieved GFLOP/s of an n×n by n×n matrix product in ``dtype`` (best of ``reps``)."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    torch.mm(a, b)  # warm-up
-    best = float("inf")
-    for _ in range(reps):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best / 1e9
 
 
 def train_step_flops(name: str, batch: int, size: int) -> int:

@@ -142,11 +142,7 @@ class DAFormer(Method):
         # 4. MIC masked image consistency
         if self.mic and uda.mask_weight > 0:
             m_img, m_lbl, m_w = masked_batch(batch, labels, weight, uda, gen)
-            with self.autocast():
-                m_logits = student(m_img)
-            loss_mic = uda.mask_weight * weighted_ce(m_logits.float(), m_lbl, m_w)
-            loss_mic.backward()
-            losses["mic"] = loss_mic.detach()
+            weighted_step(self, student, m_img, m_lbl, m_w, losses, "mic", scale=uda.mask_weight)
 
         losses["pseudo_weight"] = weight.mean().detach()
         visuals = {}
@@ -177,12 +173,19 @@ def teacher_pseudo_labels(
 
 
 def weighted_step(
-    method: Method, net, img: torch.Tensor, lbl: torch.Tensor, wgt: torch.Tensor, losses: dict, key: str
+    method: Method,
+    net,
+    img: torch.Tensor,
+    lbl: torch.Tensor,
+    wgt: torch.Tensor,
+    losses: dict,
+    key: str,
+    scale: float = 1.0,
 ) -> torch.Tensor:
-    """Forward ``img``, pixel-weighted CE against ``lbl``, backward; logs ``losses[key]``."""
+    """Forward ``img``, ``scale`` × pixel-weighted CE against ``lbl``, backward; logs ``losses[key]``."""
     with method.autocast():
         logits = net(img)
-    loss = weighted_ce(logits.float(), lbl, wgt)
+    loss = scale * weighted_ce(logits.float(), lbl, wgt)
     loss.backward()
     losses[key] = loss.detach()
     return logits

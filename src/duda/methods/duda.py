@@ -105,11 +105,7 @@ class DUDA(Method):
 
         if self.mic and uda.mask_weight > 0:
             m_img, m_lbl, m_w = masked_batch(batch, labels, weight, uda, gen)
-            with self.autocast():
-                l_m_logits = large(m_img)
-            loss_mic = uda.mask_weight * weighted_ce(l_m_logits.float(), m_lbl, m_w)
-            loss_mic.backward()
-            losses["mic"] = loss_mic.detach()
+            weighted_step(self, large, m_img, m_lbl, m_w, losses, "mic", scale=uda.mask_weight)
             with self.autocast():
                 s_m_logits = small(m_img)
             s_mic = uda.mask_weight * weighted_ce(s_m_logits.float(), m_lbl, m_w)
