@@ -47,3 +47,19 @@ def test_unknown_key_and_wrong_type_name_the_key(tmp_path):
         load_config(str(CONFIGS[0]), ["train.iters=many"])
     with pytest.raises(ConfigError, match="data.target"):
         load_config(None, ["data.source={type: gta, root: x}", "method.name=daformer"])
+
+
+PAPER = [p for p in CONFIGS if p.parent.name in ("gta2cs", "syn2cs", "cs2acdc", "cs2darkzurich")]
+
+
+@pytest.mark.parametrize("path", PAPER, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_pseudo_label_ignore_rows_follow_the_reference_runs(path):
+    """DAFormer's runs (experiments.py: plcrop=True for every benchmark, ACDC and Dark Zurich
+    included) zero the top 15 / bottom 120 rows; MIC's keep them only for Cityscapes targets."""
+    cfg = load_config(str(path))
+    if cfg.method.name == "source_only":
+        return
+    mic_based = cfg.method.name == "mic" or (cfg.method.name == "duda" and cfg.method.base == "mic")
+    cityscapes_target = path.parent.name in ("gta2cs", "syn2cs")
+    expected = (15, 120) if (cityscapes_target or not mic_based) else (0, 0)
+    assert (cfg.method.uda.ignore_top, cfg.method.uda.ignore_bottom) == expected
