@@ -46,12 +46,23 @@ def test_crop_avoids_a_dominant_class():
 
 
 def test_crop_gives_up_after_tries_and_ignores_255():
-    # class 0 plus ignore only: never two classes, so every try fails; the crop is the last one drawn.
+    # class 0 plus ignore only: never two classes, so every try fails. mmseg redraws after each
+    # failed check, the 10th included, so the crop is the 11th box drawn, never checked.
     label = np.zeros((16, 64), np.uint8)
     label[:, 40:] = 255
     rng = np.random.default_rng(7)
-    expected = [T.random_crop_box(16, 64, (16, 16), rng) for _ in range(10)][-1]
-    assert T.choose_crop_box(label, (16, 16), np.random.default_rng(7), tries=10) == expected
+    drawn = [T.random_crop_box(16, 64, (16, 16), rng) for _ in range(11)]
+    assert drawn[10] != drawn[9]
+    assert T.choose_crop_box(label, (16, 16), np.random.default_rng(7), tries=10) == drawn[10]
+
+
+def test_crop_draws_one_box_more_than_it_checks(monkeypatch):
+    boxes = iter([(0, 16, i, i + 16) for i in range(20)])
+    calls = []
+    monkeypatch.setattr(T, "random_crop_box", lambda *a: calls.append(1) or next(boxes))
+    label = np.zeros((16, 64), np.uint8)
+    assert T.choose_crop_box(label, (16, 16), np.random.default_rng(0), tries=10) == (0, 16, 10, 26)
+    assert len(calls) == 11
 
 
 def test_random_crop_and_small_images():

@@ -59,8 +59,12 @@ def test_slide_pads_images_smaller_than_the_crop():
 def test_strided_logits_are_upsampled_bilinearly():
     model = nn.Sequential(pointwise_model(3), nn.AvgPool2d(4)).eval()
     img = torch.randn(1, 3, 16, 24)
-    expected = F.interpolate(model(img), size=(32, 48), mode="bilinear", align_corners=False)
+    # whole (mmseg): logits -> the (resized) input size -> the label size, two bilinear steps
+    at_input = F.interpolate(model(img), size=(16, 24), mode="bilinear", align_corners=False)
+    expected = F.interpolate(at_input, size=(32, 48), mode="bilinear", align_corners=False)
     torch.testing.assert_close(infer_whole(model, img, (32, 48)), expected)
+    one_step = F.interpolate(model(img), size=(32, 48), mode="bilinear", align_corners=False)
+    assert (one_step - expected).abs().max() > 1e-3  # the single resize is measurably different
     # sliding: each window's logits go to the window size first, the assembled map to out_hw
     slide = infer_slide(model, img, crop=(16, 24), stride=(8, 8), out_hw=(32, 48))
     at_input = F.interpolate(model(img), size=(16, 24), mode="bilinear", align_corners=False)

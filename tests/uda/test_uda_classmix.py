@@ -14,9 +14,9 @@ def _src_gt() -> torch.Tensor:
 
 
 def test_batch_classes_pick_ceil_half_and_mask_is_class_membership():
-    gt = _src_gt()  # batch classes {0, 1, 2, 3, 5}: n = 5 -> 3 picked per image
+    gt = _src_gt()  # batch classes without 255 {0, 1, 2, 3, 5}: n = 5 -> 3 picked per image
     for seed in range(20):
-        masks = classmix_masks(gt, torch.Generator().manual_seed(seed))
+        masks = classmix_masks(gt, torch.Generator().manual_seed(seed), include_ignore=False)
         assert masks.shape == (2, 1, 4, 4) and masks.dtype == torch.float32
         # Rebuild the picked set from the mask: pasted pixels' classes; it must be closed
         # under class membership (every pixel of a picked class is pasted).
@@ -41,21 +41,31 @@ def test_same_seed_same_masks_and_different_seeds_differ():
 def test_per_image_classes_pick_ceil_half_of_own_classes():
     gt = _src_gt()  # image 0: {0,1,2} -> 2 classes pasted; image 1: {0,3,5} -> 2 classes pasted
     for seed in range(10):
-        masks = classmix_masks(gt, torch.Generator().manual_seed(seed), per_batch_classes=False)
+        masks = classmix_masks(
+            gt, torch.Generator().manual_seed(seed), per_batch_classes=False, include_ignore=False
+        )
         for image, mask in zip(gt, masks[:, 0], strict=True):
             assert len(set(image[mask.bool()].tolist())) == 2
 
 
-def test_include_ignore_restores_reference_candidates():
+def test_ignore_label_is_a_candidate_by_default_as_in_the_reference():
     gt = torch.full((1, 2, 2), 255)
     gt[0, 0, 0] = 4  # candidates {4, 255}: one of the two is picked
     seen = set()
     for seed in range(20):
-        mask = classmix_masks(gt, torch.Generator().manual_seed(seed), include_ignore=True)
+        mask = classmix_masks(gt, torch.Generator().manual_seed(seed))
         seen.add(int(mask.sum()))
     assert seen == {1, 3}
+    # _src_gt: batch classes {0, 1, 2, 3, 5, 255}, n = 6 -> 3 picked; 255 is picked in exactly
+    # C(5,2)/C(6,3) = 10/20 = 1/2 of the draws
+    hits = sum(
+        bool(classmix_masks(_src_gt(), torch.Generator().manual_seed(s))[0, 0, 2:, 2:].all())
+        for s in range(400)
+    )
+    assert 150 < hits < 250
     only_ignore = torch.full((1, 2, 2), 255)
-    assert classmix_masks(only_ignore, torch.Generator().manual_seed(0)).sum() == 0
+    assert classmix_masks(only_ignore, torch.Generator().manual_seed(0)).sum() == 4  # n=1 -> 1 picked
+    assert classmix_masks(only_ignore, torch.Generator().manual_seed(0), include_ignore=False).sum() == 0
 
 
 def test_mix_images_labels_weights_on_hand_made_example():

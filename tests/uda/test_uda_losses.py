@@ -29,10 +29,12 @@ def test_weighted_ce_averages_over_all_pixels_including_ignored():
     assert weighted_ce(_logits(), both).item() == pytest.approx((-math.log(0.75) - math.log(0.5)) / 2)
 
 
-def test_ce_valid_and_all_averages():
+def test_ce_averages_over_all_pixels_by_default_as_mmseg():
+    """mmseg 0.x divides the source CE by ALL pixels (ignored ones count 0): 1 of 2 labelled -> /2."""
     labels = torch.tensor([[[0, 255]]])
-    assert ce(_logits(), labels).item() == pytest.approx(-math.log(0.75))
+    assert ce(_logits(), labels).item() == pytest.approx(-math.log(0.75) / 2)
     assert ce(_logits(), labels, average="all").item() == pytest.approx(-math.log(0.75) / 2)
+    assert ce(_logits(), labels, average="valid").item() == pytest.approx(-math.log(0.75))
 
 
 def test_ce_all_ignored_is_zero_not_nan():

@@ -96,3 +96,40 @@ def test_strong_transform_bfloat16_keeps_dtype():
     on = StrongAugConfig(color_jitter_p=1.0, blur_p=1.0)
     out = strong_transform(img, MEAN, STD, torch.Generator().manual_seed(1), on)
     assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+
+
+def test_mixed_images_get_their_own_sigma_masked_batch_shares_one():
+    """DACS calls strong_transform per mixed image (own sigma each); MIC once per batch (one sigma)."""
+    img = _normalised_image(batch=1, size=64).expand(4, -1, -1, -1).contiguous()  # 4 identical images
+    blur_only = StrongAugConfig(color_jitter_p=0.0, blur_p=1.0)
+    per_image = strong_transform(img, MEAN, STD, torch.Generator().manual_seed(0), blur_only, per_image=True)
+    shared = strong_transform(img, MEAN, STD, torch.Generator().manual_seed(0), blur_only, per_image=False)
+    assert not torch.allclose(per_image[0], per_image[1])  # sigmas drawn independently
+    for i in range(1, 4):
+        assert torch.equal(shared[0], shared[i])
+    assert not torch.allclose(shared[0], img[0])  # but it is blurred
+
+
+def test_jitter_order_drawn_per_image_for_mixed_images_per_call_for_masked(monkeypatch):
+    import duda.uda.strong_aug as sa
+
+    calls = []
+    real = sa.jitter_unit_image
+    monkeypatch.setattr(
+        sa, "jitter_unit_image", lambda x, *a, **k: calls.append(x.shape[0]) or real(x, *a, **k)
+    )
+    jitter_only = StrongAugConfig(color_jitter_p=1.0, blur=False)
+    strong_transform(_normalised_image(3), MEAN, STD, torch.Generator().manual_seed(0), jitter_only, True)
+    assert calls == [1, 1, 1]  # one random order (kornia call) per mixed image
+    calls.clear()
+    strong_transform(_normalised_image(3), MEAN, STD, torch.Generator().manual_seed(0), jitter_only, False)
+    assert calls == [3]
+
+
+def test_apply_decisions_are_one_draw_per_iteration_for_all_images():
+    cfg = StrongAugConfig(color_jitter_p=0.5, blur_p=0.5)
+    img = _normalised_image(4)
+    for seed in range(20):
+        out = strong_transform(img, MEAN, STD, torch.Generator().manual_seed(seed), cfg, per_image=True)
+        changed = [not torch.equal(out[i], img[i]) for i in range(4)]
+        assert len(set(changed)) == 1  # all four augmented, or none

@@ -47,8 +47,8 @@ class UDATrainSet(Dataset):
     sampler is built from ``source.class_stats()``), a ready ``RareClassSampler``, or None for
     uniform sampling. ``target_valid_margins`` (top, bottom, left, right) in pixels of
     ``margin_reference_size`` zero ``tgt_valid`` at the image borders (None = all ones).
-    ``target_cat_max_ratio`` is 1 (off) by default: the reference applies 0.75 to the target
-    crop too, which consults target ground truth that UDA is not supposed to see.
+    ``target_cat_max_ratio`` is 1 (off) by default, as in the reference: its target pipeline
+    crops without the 0.75 rule (which would consult target labels UDA must not see).
     """
 
     def __init__(

@@ -87,18 +87,18 @@ def choose_crop_box(
     ignore_index: int = IGNORE_INDEX,
     tries: int = 10,
 ) -> Box:
-    """mmseg's RandomCrop rule: redraw (up to ``tries`` boxes) until the crop holds at least two
-    classes and none covers ``cat_max_ratio`` or more of its labelled pixels; else keep the last."""
+    """mmseg's RandomCrop rule: check up to ``tries`` boxes for at least two classes with none
+    covering ``cat_max_ratio`` or more of the labelled pixels; a box that fails is replaced by a
+    new draw, so when all ``tries`` fail the result is the (``tries``+1)-th box, unchecked."""
     height, width = label.shape
     box = random_crop_box(height, width, crop, rng)
     if cat_max_ratio >= 1.0:
         return box
-    for attempt in range(tries):
+    for _ in range(tries):
         present, ratio = dominant_class_ratio(crop_array(label, box), ignore_index)
         if present > 1 and ratio < cat_max_ratio:
             break
-        if attempt + 1 < tries:
-            box = random_crop_box(height, width, crop, rng)
+        box = random_crop_box(height, width, crop, rng)
     return box
 
 

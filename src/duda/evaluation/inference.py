@@ -79,13 +79,16 @@ def infer_whole(
 ) -> torch.Tensor:
     """Logits ``B×K×H×W`` of the whole image, upsampled to ``out_hw`` (default: the input size).
 
+    Two bilinear steps, as the reference: model stride → input size → ``out_hw``.
+
     ``flip`` averages with the horizontally mirrored prediction; ``bf16`` runs the model under
     bfloat16 autocast (the result is float32 either way).
     """
     _check_image(img)
     out_hw = tuple(out_hw) if out_hw is not None else tuple(img.shape[-2:])
     logits = _forward(as_logits_fn(model), img, bf16, flip)
-    return upsample_logits(logits, out_hw)
+    # As mmseg: the segmentor upsamples to its (resized) input, the test loop then to the label size.
+    return upsample_logits(upsample_logits(logits, tuple(img.shape[-2:])), out_hw)
 
 
 def window_starts(size: int, crop: int, stride: int) -> list[int]:

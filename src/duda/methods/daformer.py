@@ -79,7 +79,8 @@ def mixed_batch(
     m = mask[:, 0]
     lbl = mix(m, src_gt, labels).long()
     wgt = mix(m, torch.ones_like(weight), weight)
-    img = strong_transform(img, MEAN, STD, gen, strong_aug_config(cfg))
+    # DACS calls its strong_transform once per mixed image: own jitter order and blur sigma each
+    img = strong_transform(img, MEAN, STD, gen, strong_aug_config(cfg), per_image=True)
     return img, lbl, wgt, m
 
 
@@ -88,12 +89,13 @@ def masked_batch(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """MIC's masked images with their labels and weights (modes of method.md Part B.8)."""
     if cfg.mask_mode == "separatetrgaug":
-        img = strong_transform(batch["tgt_img"], MEAN, STD, gen, strong_aug_config(cfg))
+        # MIC calls strong_transform once on the whole batch: one jitter order and one sigma
+        img = strong_transform(batch["tgt_img"], MEAN, STD, gen, strong_aug_config(cfg), per_image=False)
         lbl, wgt = labels, weight
-    else:  # "separate": one masked source and one masked target image, no augmentation
-        img = torch.cat([batch["src_img"], batch["tgt_img"]])
-        lbl = torch.cat([batch["src_gt"], labels])
-        wgt = torch.cat([torch.ones_like(weight), weight])
+    else:  # "separate": the FIRST source and the FIRST target image only, no augmentation
+        img = torch.cat([batch["src_img"][:1], batch["tgt_img"][:1]])
+        lbl = torch.cat([batch["src_gt"][:1], labels[:1]])
+        wgt = torch.cat([torch.ones_like(weight[:1]), weight[:1]])
     b, _, h, w = img.shape
     mask = block_mask(b, h, w, gen, block_size=cfg.mask_block_size, ratio=cfg.mask_ratio, device=img.device)
     return apply_mask(img, mask.to(img)), lbl, wgt

@@ -4,8 +4,9 @@ For each image the mask is ``M = y_src ∈ picked`` where ``picked`` is ``ceil(n
 without replacement from ``n`` candidate classes. The DACS code takes the candidates as the
 unique labels of the WHOLE source batch for every image (a documented quirk, so an image may get
 classes it does not contain); ``per_batch_classes=False`` takes each image's own classes.
-The reference also counts the ignore label 255 as a candidate; by default it is excluded here
-(``include_ignore=True`` restores the reference).
+The reference also counts the ignore label 255 as a candidate, so ignored source regions (with
+their label 255, which no loss sees) are pasted in about half of the draws; so does this code by
+default (``include_ignore=False`` leaves ignored regions to the target).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def classmix_masks(
     generator: torch.Generator,
     per_batch_classes: bool = True,
     ignore_index: int = 255,
-    include_ignore: bool = False,
+    include_ignore: bool = True,
 ) -> torch.Tensor:
     """``B×1×H×W`` float masks, 1 where the source pixel is pasted, from source labels ``B×H×W``."""
     check_dim("src_gt", src_gt, 3, "B×H×W")

@@ -1,9 +1,10 @@
 """Segmentation losses as the reference computes them (mmseg 0.16 conventions).
 
 Logits are upsampled bilinearly (``align_corners=False``) to the label size before the loss.
-``weighted_ce`` averages over ALL pixels, ignored ones included (they contribute 0), as the
-DAFormer mix loss does; ``ce`` averages over valid pixels by default (``average="all"`` gives the
-mmseg 0.16 behaviour, which also divides the source loss by all pixels).
+Both ``weighted_ce`` and ``ce`` average over ALL ``B·H·W`` pixels, ignored ones counting as 0,
+as mmseg 0.x (DAFormer, MIC) does for the source and the mix loss alike. Averaging the source
+loss over labelled pixels only (``ce(..., average="valid")``) would scale it up by 1/(labelled
+share) against the mix, MIC and feature-distance losses.
 """
 
 from __future__ import annotations
@@ -59,9 +60,9 @@ def ce(
     logits: torch.Tensor,
     labels: torch.Tensor,
     ignore_index: int = 255,
-    average: Literal["valid", "all"] = "valid",
+    average: Literal["valid", "all"] = "all",
 ) -> torch.Tensor:
-    """Cross-entropy averaged over valid pixels (``"valid"``) or all pixels (``"all"``).
+    """Cross-entropy averaged over all pixels (``"all"``, mmseg 0.x) or valid pixels (``"valid"``).
 
     With no valid pixel the result is a zero connected to ``logits`` (never NaN).
     """

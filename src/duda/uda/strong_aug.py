@@ -4,8 +4,13 @@ Colour jitter and Gaussian blur, each switched on for the whole call (one draw p
 as the reference draws ``color_jitter`` and ``blur`` once per iteration), with per-image random
 strengths. Jitter follows the kornia-0.5 ``ColorJitter`` the reference used: per image a
 brightness offset ``b−1``, contrast and saturation factors, all ``b ~ U(1−s, 1+s)``, and a hue
-shift ``h·2π`` with ``h ~ U(−s, s)``, applied in one random order per call on the image
+shift ``h·2π`` with ``h ~ U(−s, s)``, applied in one random order per kornia call on the image
 denormalised to [0, 1], then renormalised. Images are ``B×3×H×W``, normalised in 0–255 units.
+
+How often the random order and the blur σ are drawn follows how the reference calls its
+``strong_transform``: DACS calls it once per mixed image (``per_image=True``: each image gets its
+own jitter order and σ), MIC once for its whole masked batch (``per_image=False``: one order and
+one σ for the batch; the jitter strengths are still per image, as kornia draws them).
 """
 
 from __future__ import annotations
@@ -106,8 +111,10 @@ def gaussian_blur(
     generator: torch.Generator,
     p: float = 0.5,
     sigma_range: tuple[float, float] = (0.15, 1.15),
+    sigma_per_image: bool = True,
 ) -> torch.Tensor:
-    """With probability ``p`` (one draw per call), blur each image with its own σ ~ U(sigma_range).
+    """With probability ``p`` (one draw per call), blur each image with its own σ ~ U(sigma_range)
+    (``sigma_per_image=False``: one σ for the whole batch).
 
     The kernel is ``blur_kernel_size`` of the height × of the width (51×51 at 512×512).
     Returns ``img`` itself when not applied.
@@ -120,7 +127,8 @@ def gaussian_blur(
     apply = uniform((1,), generator, torch.device("cpu")).item() < p
     if not apply:
         return img
-    sigma = low + (high - low) * uniform((img.shape[0], 1), generator, img.device)
+    sigma = low + (high - low) * uniform((img.shape[0] if sigma_per_image else 1, 1), generator, img.device)
+    sigma = sigma.expand(img.shape[0], 1)
     kernel = (blur_kernel_size(img.shape[2]), blur_kernel_size(img.shape[3]))
     return kornia.filters.gaussian_blur2d(img, kernel, sigma.expand(-1, 2).float())
 
@@ -131,11 +139,29 @@ def strong_transform(
     std: Sequence[float] | torch.Tensor,
     generator: torch.Generator,
     config: StrongAugConfig | None = None,
+    per_image: bool = True,
 ) -> torch.Tensor:
-    """Colour jitter then (if enabled) Gaussian blur, as DACS applies them to the mixed image."""
+    """Colour jitter then (if enabled) Gaussian blur; whether each is applied is drawn once per call.
+
+    ``per_image=True`` (DACS's mixed images): every image gets its own jitter order and blur σ.
+    ``per_image=False`` (MIC's masked batch): one jitter order and one σ for the batch.
+    """
     config = config or StrongAugConfig()
+    check_dim("img", img, 4, "B×3×H×W")
+    check_probability("color_jitter p", config.color_jitter_p)
+    check_probability("blur p", config.blur_p)
+    cpu = torch.device("cpu")
+    jitter_on = uniform((1,), generator, cpu).item() < config.color_jitter_p
+    blur_on = config.blur and uniform((1,), generator, cpu).item() < config.blur_p
+    if not (jitter_on or blur_on):
+        return img
     s = config.color_jitter_strength
-    out = color_jitter(img, mean, std, generator, config.color_jitter_p, s, s, s, s)
-    if config.blur:
-        out = gaussian_blur(out, generator, config.blur_p, (config.blur_sigma_min, config.blur_sigma_max))
-    return out
+    sigmas = (config.blur_sigma_min, config.blur_sigma_max)
+    out = []
+    for part in img.split(1) if per_image else [img]:
+        if jitter_on:  # p=1: the decision above was the iteration's one draw
+            part = color_jitter(part, mean, std, generator, 1.0, s, s, s, s)
+        if blur_on:
+            part = gaussian_blur(part, generator, 1.0, sigmas, sigma_per_image=False)
+        out.append(part)
+    return out[0] if len(out) == 1 else torch.cat(out)
