@@ -49,7 +49,8 @@ def test_mixed_batch_takes_source_labels_where_pasted():
 
 
 @pytest.mark.slow
-def test_duda_large_student_trains_exactly_as_daformer(tmp_path):
+@pytest.mark.parametrize(("base", "fd"), [("daformer", 0.0), ("daformer", 0.005), ("mic", 0.005)])
+def test_duda_large_student_trains_exactly_as_daformer(tmp_path, base, fd):
     """Stage 1: L (with T = EMA(L)) follows the base method step for step; S changes nothing."""
     import sys
     from pathlib import Path
@@ -69,14 +70,23 @@ def test_duda_large_student_trains_exactly_as_daformer(tmp_path):
     )
     prepare_dataset("gta", root / "source", progress=False, log=lambda _: None)
     large = {"name": "daformer_mit_tiny", "arch": {"embed_dims": [8, 16, 32, 32], "head_channels": 16}}
-    common = {"train": {"iters": 3, "eval_every": 0}, "method": {"uda": {"fd_weight": 0.0}}}
+    common = {"train": {"iters": 3, "eval_every": 0}}
     duda = tiny_config(
         root,
         tmp_path / "duda",
         "duda",
-        common | {"method": {"uda": {"fd_weight": 0.0}, "duda": {"large": large, "stage1_iters": 3}}},
+        common
+        | {
+            "method": {
+                "base": base,
+                "uda": {"fd_weight": fd},
+                "duda": {"large": large, "stage1_iters": 3},
+            }
+        },
     )
-    daf = tiny_config(root, tmp_path / "daf", "daformer", common | {"model": large})
+    daf = tiny_config(
+        root, tmp_path / "daf", base, common | {"model": large, "method": {"uda": {"fd_weight": fd}}}
+    )
     train(config_from_dict(duda), progress=False)
     train(config_from_dict(daf), progress=False)
     a = load_checkpoint(tmp_path / "duda" / "checkpoints" / "iter_0000003.pt")["state"]
