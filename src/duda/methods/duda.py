@@ -93,8 +93,14 @@ class DUDA(Method):
         t_logits, labels, weight = teacher_pseudo_labels(self, teacher, batch)
         mix_img, mix_lbl, mix_w, _ = mixed_batch(batch, labels, weight, uda, gen)
         l_mix_logits = weighted_step(self, large, mix_img, mix_lbl, mix_w, losses, "mix")
+        use_mic = self.mic and uda.mask_weight > 0
+        if use_mic:
+            m_img, m_lbl, m_w = masked_batch(batch, labels, weight, uda, gen)
+            weighted_step(self, large, m_img, m_lbl, m_w, losses, "mic", scale=uda.mask_weight)
+        # (every forward of L comes before any of S: dropout draws from the global RNG, so L
+        # sees exactly the random stream of a base-method run)
 
-        # S: source CE + λ(t) · target CE on the same mixed image
+        # S: source CE + λ(t) · target CE on the same mixed (and masked) images
         with self.autocast():
             s_src_logits = small(batch["src_img"])
             s_mix_logits = small(mix_img)
@@ -103,9 +109,7 @@ class DUDA(Method):
         loss_s = s_src + lam * s_mix
         losses["small_src"], losses["small_mix"] = s_src.detach(), s_mix.detach()
 
-        if self.mic and uda.mask_weight > 0:
-            m_img, m_lbl, m_w = masked_batch(batch, labels, weight, uda, gen)
-            weighted_step(self, large, m_img, m_lbl, m_w, losses, "mic", scale=uda.mask_weight)
+        if use_mic:
             with self.autocast():
                 s_m_logits = small(m_img)
             s_mic = uda.mask_weight * weighted_ce(s_m_logits.float(), m_lbl, m_w)
