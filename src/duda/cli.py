@@ -24,6 +24,7 @@ COMMANDS = [
     "predict",
     "inconsistency",
     "export",
+    "convert",
     "bench",
     "demo",
 ]

@@ -72,8 +72,8 @@ class UDAConfig:
 
 @dataclass
 class TeacherSpec:
-    checkpoint: str  # a training checkpoint (.pt) or a deploy folder
-    network: str = "teacher"  # which network in the checkpoint
+    checkpoint: str  # a training checkpoint (.pt), a deploy folder or a published mmseg latest.pth
+    network: str = "teacher"  # which network in the checkpoint (mmseg: teacher = ema_model.*)
     weight: float = 1.0  # weight in the fused probability
 
 
@@ -82,6 +82,14 @@ class DUDAConfig:
     """DUDA (method.md Part C)."""
 
     large: ModelConfig = field(default_factory=ModelConfig)  # T and L architecture
+    # start L and T from trained weights instead of large.pretrained (ImageNet backbone only):
+    # - a published DAFormer / MIC (mmseg) latest.pth, or a folder holding one: L <- its model.*
+    #   network (the one the reference evaluates); T <- its ema_model.* when the file has one,
+    #   else T = a copy of L. HRDA checkpoints are not supported.
+    # - a duda deploy folder, training checkpoint or run folder: L <- its shipped network, T = L.
+    # The weights must fit `large` (name, arch, classes; checked, the error names both). The EMA
+    # schedule still starts at step 0, so T follows L closely in the first steps. null = off.
+    large_init: str | None = None
     stage1_iters: int = 40000  # pre-adaptation; stage 2 lasts train.iters - stage1_iters
     distill: Literal["linear", "sigmoid", "constant"] = "linear"  # gradual distillation lambda(t)
     distill_ramp: float = 0.5  # lambda reaches 1 after this share of stage 1

@@ -17,11 +17,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("config", nargs="?", help="YAML experiment config (form 1)")
-    p.add_argument("--checkpoint", help="training checkpoint .pt, run folder or deploy folder (form 1)")
+    p.add_argument(
+        "--checkpoint",
+        help="training checkpoint .pt, run folder, deploy folder or a published DAFormer/MIC "
+        "(mmseg) latest.pth (form 1)",
+    )
     p.add_argument(
         "--model",
         default="student",
-        help="network to evaluate: student (the shipped model, default), teacher, large",
+        help="network to evaluate: student (the shipped model, default), teacher, large; for an mmseg "
+        "latest.pth: student/model = its model.* network (what the reference evaluates), "
+        "teacher/ema_model = its EMA teacher",
     )
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override"

@@ -162,10 +162,21 @@ def _from_training_checkpoint(path: Path, which: str) -> InferenceModel:
     from duda.config import config_from_dict
     from duda.methods import network_specs
     from duda.models import build_model
+    from duda.models import reference_checkpoint as reference
 
-    ckpt = load_checkpoint(path)
-    if not {"config", "state", "meta"} <= set(ckpt):
-        raise CheckpointError(f"{path}: not a duda training checkpoint (expected keys config, state, meta)")
+    try:
+        ckpt = load_checkpoint(path)
+    except CheckpointError:
+        # mmcv checkpoints may pickle numpy values or classes in their meta: read numpy safely,
+        # refuse the rest with the command that strips it
+        ckpt = reference.read_reference_file(path)
+    if reference.is_reference_checkpoint(ckpt):  # published DAFormer / MIC (mmseg) checkpoint
+        return reference.reference_inference_model(ckpt, path, which)
+    if not isinstance(ckpt, dict) or not {"config", "state", "meta"} <= set(ckpt):
+        raise CheckpointError(
+            f"{path}: neither a duda training checkpoint (keys config, state, meta) nor an mmseg "
+            "checkpoint (a state_dict with model.backbone.* / backbone.* weights)"
+        )
     cfg = config_from_dict(ckpt["config"])
     specs = network_specs(cfg)
     if which not in specs or which not in ckpt["state"]:
@@ -206,7 +217,11 @@ def dataset_meta(dataset) -> dict:
 
 def load_inference_model(path: str | os.PathLike, which: str = "student") -> InferenceModel:
     """Load a model for prediction from a deploy folder, its model.json, a training checkpoint
-    (``which`` network), a run's work dir (its latest checkpoint) or an ONNX file."""
+    (``which`` network), a run's work dir (its latest checkpoint) or an ONNX file.
+
+    Published DAFormer / MIC checkpoints (mmseg ``latest.pth``, or a folder holding one) are
+    recognised too: ``which`` "student"/"model" is their ``model.*`` network (the one the reference
+    evaluates), "teacher"/"ema_model" the EMA teacher (see ``duda.models.reference_checkpoint``)."""
     path = Path(path)
     if path.suffix == ".onnx":
         from duda.deploy.onnx_export import load_onnx_model
@@ -218,6 +233,8 @@ def load_inference_model(path: str | os.PathLike, which: str = "student") -> Inf
         if (path / "model.json").is_file():
             return _from_deploy_dir(path)
         latest = latest_checkpoint(path / "checkpoints") or latest_checkpoint(path)
+        if latest is None and (path / "latest.pth").is_file():  # a published mmseg run folder
+            latest = path / "latest.pth"
         if latest is None:
             raise CheckpointError(
                 f"{path}: no model found; expected a deploy folder (model.json + model.safetensors), "

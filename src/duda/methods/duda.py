@@ -46,9 +46,12 @@ class DUDA(Method):
         self.uda = cfg.method.uda
         self.mic = cfg.method.base == "mic"
         self.n1 = self.d.stage1_iters
-        large = self.build(self.d.large)
+        large = self.build(self.d.large, pretrained=not self.d.large_init)
+        teacher_state = self._init_large(large) if self.d.large_init else None
         self.networks["large"] = large
         self.networks["teacher"] = make_ema_teacher(large)
+        if teacher_state is not None:
+            self.networks["teacher"].load_state_dict(teacher_state)
         if self.uda.fd_weight > 0:
             self.networks["imnet"] = make_frozen(self.build(self.d.large))
         self.networks["student"] = self.build(cfg.model)
@@ -66,6 +69,31 @@ class DUDA(Method):
             self.extra_teachers.append((make_frozen(loaded.model.to(device)), spec.weight))
         self.inconsistency: torch.Tensor | None = None  # I'_c, set at the start of stage 2
         self.inconsistency_step = -1
+
+    def _init_large(self, large: nn.Module) -> dict | None:
+        """Load ``method.duda.large_init`` into L; returns T's weights when the file has its own."""
+        from pathlib import Path
+
+        from duda.models import reference_checkpoint as reference
+
+        where = f"method.duda.large_init={self.d.large_init}"
+        path = Path(self.d.large_init)
+        if path.is_dir() and (path / "latest.pth").is_file():
+            path = path / "latest.pth"
+        ckpt = reference.read_reference_file(path) if path.is_file() else None
+        if ckpt is not None and reference.is_reference_checkpoint(ckpt):
+            init = reference.reference_init_states(
+                ckpt, large, where, model_name=self.d.large.name, num_classes=self.num_classes
+            )
+            large.load_state_dict(init.student)
+            return init.teacher
+        loaded = load_inference_model(path, which="student")
+        if not isinstance(loaded.model, nn.Module):
+            raise ConfigError(f"{where}: not a PyTorch model (ONNX?)")
+        state = loaded.model.state_dict()
+        reference.check_fits(large.state_dict(), state, f"{where} (holds {loaded.model_name} {loaded.spec})")
+        large.load_state_dict(state)
+        return None
 
     def spans(self) -> dict[str, TrainSpan]:
         total = self.cfg.train.iters

@@ -1,0 +1,750 @@
+"""Published DAFormer / MIC (mmseg) checkpoints: read them safely, recognise, convert to our models.
+
+The reference code saves ``latest.pth`` with mmcv's ``save_checkpoint``: ``{"meta": ...,
+"state_dict": ..., "optimizer": ...}``. For a UDA run the state dict holds up to three
+``EncoderDecoder`` networks: ``model.*`` (the trained network, the one the reference evaluates),
+``ema_model.*`` (its EMA teacher) and ``imnet_model.*`` (the frozen ImageNet model of the feature
+distance). A plain mmseg run holds one network without a prefix (``backbone.*``,
+``decode_head.*``).
+
+Supported architectures (the layout follows the reference module names):
+
+- backbone MiT (``MixVisionTransformer``, ``patch_embed{s}``, ``block{s}.{j}``, ``norm{s}``):
+  mapped by :func:`duda.models.pretrained.mit_checkpoint_to_backbone` (fused ``kv`` split into key
+  and value). The variant (B0..B5) is recognised from the stage widths and block counts.
+- head ``DAFormerHead`` with the separable-ASPP fusion (the published DAFormer / MIC head,
+  ``configs/_base_/models/daformer_sepaspp_mitb5.py``) -> our ``daformer_*`` models;
+  ``DAFormerHead`` with a 1x1 conv fusion (``daformer_conv1_mitb5.py``) and the DAFormer repository's
+  ``SegFormerHead`` -> our ``segformer_*`` models (same function; the fused channels are reordered
+  because the reference concatenates the finest level first and our SegFormer head the coarsest).
+- ``DLV2Head`` on ``ResNetV1c`` (DAFormer's ``deeplabv2red``): only when this installation has the
+  ``deeplabv2red_r101`` model; the backbone keys go through
+  :func:`duda.models.pretrained.resnet_checkpoint_to_backbone`.
+
+Not supported, with an error naming the keys: HRDA (``decode_head.head.*`` +
+``decode_head.scale_attention.*``; HRDA and MIC(HRDA) checkpoints), ASPP fusions with image pooling
+or non-separable 3x3 branches, other heads and backbones.
+
+What the weights do not store is assumed from the published configs and reported as a note:
+the ASPP dilations (1, 6, 12, 18) for 4 branches, DeepLabV2's (6, 12) / (6, 12, 18, 24), the MiT
+attention heads (those of the recognised variant), normalisation (ImageNet mean/std on RGB).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from duda.errors import CheckpointError, ConfigError
+
+# Networks of a UDA checkpoint and the names a user may give them.
+NETWORKS = ("model", "ema_model", "imnet_model")
+NETWORK_ALIASES = {
+    "model": "model",
+    "student": "model",
+    "ema_model": "ema_model",
+    "teacher": "ema_model",
+    "ema": "ema_model",
+    "imnet_model": "imnet_model",
+    "imnet": "imnet_model",
+}
+# The reference's Cityscapes test scale (W, H), keep-ratio: stored in converted deploy folders.
+REFERENCE_TEST_SCALE = (1024, 512)
+_ASPP_DILATIONS = {4: (1, 6, 12, 18)}  # DAFormer's sep-ASPP, by number of branches
+_DLV2_DILATIONS = {2: (6, 12), 4: (6, 12, 18, 24)}  # deeplabv2red / deeplabv2
+
+
+# ----------------------------------------------------------------------------- reading the file
+
+
+def strip_command(path: str | os.PathLike) -> str:
+    """A one-line command that rewrites ``path`` keeping the weights and the classes/palette only.
+
+    It loads with ``weights_only=False`` and so runs the file's pickled code: run it only on a
+    file from a source you trust.
+    """
+    src = str(path)
+    dst = str(Path(src).with_name(Path(src).stem + "_weights.pth"))
+    return (
+        "python -c \"import torch; c = torch.load('" + src + "', map_location='cpu', weights_only=False); "
+        "m = c.get('meta') or {}; "
+        "torch.save({'state_dict': c['state_dict'], 'meta': {k: [[int(x) for x in v] if k == 'PALETTE' "
+        "else str(v) for v in m[k]] for k in ('CLASSES', 'PALETTE') if m.get(k) is not None}}, '"
+        + dst
+        + "')\""
+    )
+
+
+def _numpy_safe_globals(names: list[str]) -> list[tuple[Any, str]] | None:
+    """``(object, pickled name)`` pairs when every name is a numpy array/scalar/dtype constructor.
+
+    These rebuild plain arrays from bytes (object arrays unpickle their items through the same
+    restricted unpickler), so they are as safe to allow as the tensors themselves. The pickled name
+    is kept because files written with numpy 1 say ``numpy.core`` where numpy 2 has ``numpy._core``.
+    None when any name is something else.
+    """
+    core = getattr(np, "_core", None) or np.core
+    out: list[tuple[Any, str]] = []
+    for name in names:
+        module, _, attr = name.rpartition(".")
+        if module in ("numpy.core.multiarray", "numpy._core.multiarray") and attr in (
+            "_reconstruct",
+            "scalar",
+        ):
+            out.append((getattr(core.multiarray, attr), name))
+        elif name in ("numpy.ndarray", "numpy.dtype"):
+            out.append((getattr(np, attr), name))
+        elif module == "numpy.dtypes" and isinstance(getattr(np.dtypes, attr, None), type):
+            out.append((getattr(np.dtypes, attr), name))
+        else:
+            return None
+    if out:  # a rebuilt dtype is an instance of its class in numpy.dtypes (Int64DType, ...)
+        out += [(t, f"numpy.dtypes.{t.__name__}") for t in vars(np.dtypes).values() if _is_dtype_class(t)]
+    return out
+
+
+def _is_dtype_class(obj: Any) -> bool:
+    return isinstance(obj, type) and issubclass(obj, np.dtype) and obj is not np.dtype
+
+
+def read_reference_file(path: str | os.PathLike) -> dict:
+    """Load a checkpoint with ``weights_only=True``.
+
+    mmcv stores a ``meta`` entry next to the weights; plain data loads as is, numpy arrays and
+    scalars are rebuilt through an allowlist, and anything else (pickled classes) is refused with
+    an error that names the objects and gives the command that strips them once.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        data = _load_with_numpy(path)
+    except Exception as exc:  # truncated file, not a torch file
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a dict (a checkpoint), got {type(data).__name__}")
+    return data
+
+
+def _load_with_numpy(path: Path) -> dict:
+    try:
+        names = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+    allowed = _numpy_safe_globals(names)
+    if allowed is None:
+        refused = [n for n in names if _numpy_safe_globals([n]) is None]
+        raise CheckpointError(
+            f"{path}: holds pickled Python objects ({', '.join(refused)}) that are not loaded without "
+            "running their code (weights are read with torch.load(weights_only=True)). mmcv stores such "
+            "objects in the checkpoint's 'meta' or 'optimizer' entries, not in the weights. If the file "
+            "comes from a source you trust, strip them once and use the new file:\n  " + strip_command(path)
+        )
+    try:
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+# ----------------------------------------------------------------------------- recognising it
+
+
+def is_reference_checkpoint(ckpt: Any) -> bool:
+    """True for an mmseg checkpoint: a ``state_dict`` of a UDA wrapper or of one segmentor."""
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        return False
+    keys = ckpt["state_dict"].keys()
+    return any(
+        isinstance(k, str) and k.startswith(tuple(f"{n}.backbone." for n in NETWORKS) + ("backbone.",))
+        for k in keys
+    )
+
+
+def reference_networks(state: dict[str, torch.Tensor]) -> list[str]:
+    """Networks present in a reference state dict (``model`` for a bare segmentor)."""
+    found = [n for n in NETWORKS if any(k.startswith(f"{n}.backbone.") for k in state)]
+    if not found and any(k.startswith("backbone.") for k in state):
+        found = ["model"]
+    return found
+
+
+def network_state(state: dict[str, torch.Tensor], which: str, source: str) -> dict[str, torch.Tensor]:
+    """The ``backbone.*`` / ``decode_head.*`` weights of network ``which`` (an alias is accepted)."""
+    name = NETWORK_ALIASES.get(which)
+    have = reference_networks(state)
+    if name is None or name not in have:
+        aliases = ", ".join(f"{a} ({n})" for a, n in NETWORK_ALIASES.items() if n in have and a != n)
+        raise CheckpointError(
+            f"{source}: no network {which!r} in this mmseg checkpoint; it holds {have}"
+            + (f" (also called {aliases})" if aliases else "")
+        )
+    if any(k.startswith(f"{name}.backbone.") for k in state):
+        prefix = f"{name}."
+        return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    return {k: v for k, v in state.items() if k.startswith(("backbone.", "decode_head."))}
+
+
+# ----------------------------------------------------------------------------- architecture
+
+
+@dataclass
+class ReferenceArch:
+    """What a reference network is, as one of our models."""
+
+    name: str  # our model name (a key of duda.models.factory.RECIPES)
+    num_classes: int
+    overrides: dict[str, Any] = field(default_factory=dict)  # architecture overrides for build_model
+    backbone: str = ""  # the reference backbone, in words
+    head: str = ""  # the reference head, in words
+    head_kind: str = ""  # our head type: daformer | segformer | deeplabv2
+    segformer_order: str = ""  # DAFormerHead(conv1) / SegFormerHead: fused channels reordered
+    notes: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        extra = f" {self.overrides}" if self.overrides else ""
+        return f"{self.name}{extra} ({self.backbone} + {self.head}, {self.num_classes} classes)"
+
+
+def _shape(state: dict, key: str) -> tuple[int, ...]:
+    return tuple(state[key].shape)
+
+
+def _listing(keys, limit: int = 8) -> str:
+    keys = list(keys)
+    shown = ", ".join(keys[:limit])
+    return f"{shown}, ... ({len(keys)} in all)" if len(keys) > limit else shown
+
+
+def _indices(state: dict, pattern: str) -> list[int]:
+    """Sorted distinct integers captured by ``pattern`` (one group) over the keys of ``state``."""
+    rx = re.compile(pattern)
+    return sorted({int(m[1]) for k in state if (m := rx.match(k))})
+
+
+def _mit_fields(bb: dict, source: str) -> dict[str, Any]:
+    stages = _indices(bb, r"patch_embed(\d+)\.proj\.weight$")
+    if stages != list(range(1, len(stages) + 1)) or len(stages) != 4:
+        raise CheckpointError(f"{source}: MiT backbone with patch_embed stages {stages}; expected 1..4")
+    dims, depths, srs, mlps, patches = [], [], [], [], []
+    for s in stages:
+        w = _shape(bb, f"patch_embed{s}.proj.weight")
+        dims.append(w[0])
+        patches.append(w[-1])
+        blocks = _indices(bb, rf"block{s}\.(\d+)\.")
+        if blocks != list(range(len(blocks))) or not blocks:
+            raise CheckpointError(f"{source}: MiT stage {s} has blocks {blocks}; expected 0..n-1")
+        depths.append(len(blocks))
+        sr_key = f"block{s}.0.attn.sr.weight"
+        srs.append(_shape(bb, sr_key)[-1] if sr_key in bb else 1)
+        fc1 = f"block{s}.0.mlp.fc1.weight"
+        if fc1 not in bb:
+            raise CheckpointError(f"{source}: MiT key {fc1} missing")
+        hidden = _shape(bb, fc1)[0]
+        if hidden % w[0]:
+            raise CheckpointError(f"{source}: {fc1} {_shape(bb, fc1)} is not a multiple of width {w[0]}")
+        mlps.append(hidden // w[0])
+    return {
+        "embed_dims": tuple(dims),
+        "depths": tuple(depths),
+        "sr_ratios": tuple(srs),
+        "mlp_ratios": tuple(mlps),
+        "patch_sizes": tuple(patches),
+    }
+
+
+def _head_fields(head: dict, source: str) -> tuple[str, dict[str, Any], int, str, str, list[str]]:
+    """(our head kind, head fields, num_classes, description, concat order, notes) of a decode head."""
+    keys = sorted(head)
+    notes: list[str] = []
+    if any(k.startswith(("head.", "scale_attention.")) for k in keys):
+        seen = sorted({".".join(k.split(".")[:2]) for k in keys})
+        raise CheckpointError(
+            f"{source}: an HRDA checkpoint (multi-resolution decode head with a learned scale attention; "
+            f"decode_head keys seen: {_listing(f'decode_head.{k}' for k in seen)}). HRDA (and MIC on "
+            "HRDA) is not supported yet: this project has no scale-attention head. DAFormer, MIC(DAFormer) "
+            "and DAFormer-repository SegFormer checkpoints are."
+        )
+    if "embed_layers.0.proj.weight" in head:
+        embeds = _indices(head, r"embed_layers\.(\d+)\.proj\.weight$")
+        dims = {_shape(head, f"embed_layers.{i}.proj.weight")[0] for i in embeds}
+        if len(dims) != 1:
+            raise CheckpointError(
+                f"{source}: DAFormerHead with unequal embed dims {sorted(dims)}; unsupported"
+            )
+        embed = dims.pop()
+        if "conv_seg.weight" not in head:
+            raise CheckpointError(f"{source}: DAFormerHead without decode_head.conv_seg.weight")
+        num_classes, channels = _shape(head, "conv_seg.weight")[:2]
+        if channels != embed:
+            raise CheckpointError(
+                f"{source}: DAFormerHead with embed dims {embed} and {channels} fused channels; our heads "
+                "use one width for both (the published configs do)"
+            )
+        fuse_keys = [k for k in keys if k.startswith("fuse_layer.")]
+        if any(k.startswith(("fuse_layer.image_pool.", "fuse_layer.context_layer.")) for k in fuse_keys):
+            raise CheckpointError(
+                f"{source}: DAFormerHead ASPP fusion with image pooling or a context layer "
+                f"({_listing(sorted({'.'.join(k.split('.')[:2]) for k in fuse_keys}))}); only the published "
+                "sep-ASPP without pooling (pool=False) is supported"
+            )
+        if "fuse_layer.aspp_modules.0.conv.weight" in head:
+            branches = _indices(head, r"fuse_layer\.aspp_modules\.(\d+)\.")
+            plain_3x3 = [
+                b
+                for b in branches[1:]
+                if f"fuse_layer.aspp_modules.{b}.depthwise_conv.conv.weight" not in head
+            ]
+            if _shape(head, "fuse_layer.aspp_modules.0.conv.weight")[-1] != 1 or plain_3x3:
+                raise CheckpointError(
+                    f"{source}: DAFormerHead ASPP fusion with plain 3x3 branches (sep=False, "
+                    "daformer_aspp); only the depthwise-separable ASPP (sep=True) is supported"
+                )
+            if len(branches) not in _ASPP_DILATIONS:
+                raise CheckpointError(
+                    f"{source}: DAFormerHead sep-ASPP with {len(branches)} branches; the dilations are not "
+                    f"stored in the weights and only the published 4-branch (1, 6, 12, 18) one is known"
+                )
+            dil = _ASPP_DILATIONS[len(branches)]
+            notes.append(f"ASPP dilations {dil} assumed (not stored in the weights; the published config)")
+            fields = {"head_channels": channels, "head_dilations": dil}
+            return "daformer", fields, num_classes, "DAFormerHead (sep-ASPP fusion)", "", notes
+        if "fuse_layer.conv.weight" in head and _shape(head, "fuse_layer.conv.weight")[-1] == 1:
+            if "fuse_layer.bn.weight" not in head:
+                raise CheckpointError(
+                    f"{source}: DAFormerHead 1x1 conv fusion without BatchNorm; unsupported"
+                )
+            notes.append("DAFormerHead with a 1x1 conv fusion is a SegFormer head: mapped to our segformer_*")
+            fields = {"head_channels": channels}
+            return "segformer", fields, num_classes, "DAFormerHead (1x1 conv fusion)", "fuse_layer", notes
+        raise CheckpointError(
+            f"{source}: DAFormerHead with an unsupported fusion "
+            f"({_listing(sorted({'.'.join(k.split('.')[:3]) for k in fuse_keys}))}); supported: the "
+            "separable ASPP (daformer_sepaspp) and the 1x1 conv (daformer_conv1)"
+        )
+    if "linear_c.0.proj.weight" in head:
+        embed = _shape(head, "linear_c.0.proj.weight")[0]
+        if "linear_fuse.conv.weight" not in head or "linear_pred.weight" not in head:
+            raise CheckpointError(f"{source}: SegFormerHead without linear_fuse.conv / linear_pred weights")
+        if _shape(head, "linear_fuse.conv.weight")[-1] != 1:
+            raise CheckpointError(f"{source}: SegFormerHead with conv_kernel_size > 1; only 1 is supported")
+        num_classes = _shape(head, "linear_pred.weight")[0]
+        if "conv_seg.weight" in head:
+            notes.append("SegFormerHead's conv_seg is never used by its forward pass: dropped")
+        fields = {"head_channels": embed}
+        return "segformer", fields, num_classes, "SegFormerHead", "linear_fuse", notes
+    if "aspp_modules.0.conv.weight" in head:
+        branches = _indices(head, r"aspp_modules\.(\d+)\.conv\.weight$")
+        if len(branches) not in _DLV2_DILATIONS:
+            raise CheckpointError(f"{source}: DLV2Head with {len(branches)} branches; expected 2 or 4")
+        dil = _DLV2_DILATIONS[len(branches)]
+        notes.append(f"DeepLabV2 dilations {dil} assumed (not stored in the weights)")
+        num_classes = _shape(head, "aspp_modules.0.conv.weight")[0]
+        return "deeplabv2", {"head_dilations": dil}, num_classes, "DLV2Head", "", notes
+    groups = sorted({k.split(".")[0] for k in keys})
+    raise CheckpointError(
+        f"{source}: unknown decode head (decode_head.{{{', '.join(groups)}}}); supported: DAFormerHead, "
+        "SegFormerHead, DLV2Head"
+    )
+
+
+def infer_architecture(
+    net: dict[str, torch.Tensor], source: str, model_name: str | None = None
+) -> ReferenceArch:
+    """Our model name, class count and overrides for a reference network's weights.
+
+    With ``model_name`` that recipe is used and only the fields visible in the weights that differ
+    from it become overrides; without, the recipe is searched: same backbone family and head type,
+    same stage widths and depths (MiT attention heads are not in the weights), fewest overrides.
+    """
+    from duda.models.factory import RECIPES, allowed_overrides
+
+    bb = {k[len("backbone.") :]: v for k, v in net.items() if k.startswith("backbone.")}
+    head = {k[len("decode_head.") :]: v for k, v in net.items() if k.startswith("decode_head.")}
+    others = sorted({k.split(".")[0] for k in net} - {"backbone", "decode_head"})
+    if others:
+        raise CheckpointError(f"{source}: unexpected parts {others} beside backbone and decode_head")
+    if not bb or not head:
+        raise CheckpointError(f"{source}: expected backbone.* and decode_head.* weights")
+    kind, head_fields, num_classes, head_desc, order, notes = _head_fields(head, source)
+
+    if "patch_embed1.proj.weight" in bb:
+        family, fields = "mit", _mit_fields(bb, source)
+        backbone_desc = f"MiT {fields['embed_dims']} depths {fields['depths']}"
+    elif "stem.0.weight" in bb:
+        family = "resnet"
+        layers = tuple(len(_indices(bb, rf"layer{i}\.(\d+)\.")) for i in range(1, 5))
+        if "stem.6.weight" not in bb or "layer1.0.conv3.weight" not in bb:
+            raise CheckpointError(f"{source}: ResNetV1c backbone without stem.6 or Bottleneck conv3 weights")
+        fields = {
+            "layers": layers,
+            "width": _shape(bb, "stem.6.weight")[0],
+            "block": "bottleneck",
+            "stem": "deep",
+            "contract_dilation": True,
+        }
+        notes.append("ResNetV1c dilations (1, 1, 2, 4) with contract_dilation assumed (the reference config)")
+        backbone_desc = f"ResNetV1c layers {layers}"
+    else:
+        groups = sorted({k.split(".")[0] for k in bb})
+        raise CheckpointError(
+            f"{source}: unknown backbone (backbone.{{{', '.join(groups[:8])}}}); supported: MiT "
+            "(patch_embed1..4, block1..4), ResNetV1c (stem.*, layer1..4) with DLV2Head"
+        )
+    fields.update(head_fields)
+
+    def needed(name: str) -> dict[str, Any]:
+        defaults = allowed_overrides(name)
+        return {k: v for k, v in fields.items() if k in defaults and _as_tuple(defaults[k]) != _as_tuple(v)}
+
+    if model_name is not None:
+        r = RECIPES.get(model_name)
+        if r is None:
+            raise ConfigError(f"model {model_name!r}: unknown; expected one of {', '.join(RECIPES)}")
+        if (r.backbone, r.head) != (family, kind):
+            raise CheckpointError(
+                f"{source}: holds a {backbone_desc} + {head_desc} network (our {family} backbone with a "
+                f"{kind} head); model {model_name!r} is {r.backbone} + {r.head}"
+            )
+        name, overrides = model_name, needed(model_name)
+    else:
+        # fields a recipe must have as they are (MiT heads follow the widths; a stem is a stem)
+        shape_fields = ("embed_dims", "depths") if family == "mit" else ("layers", "width", "stem")
+        candidates = []
+        for cand, r in RECIPES.items():
+            if (r.backbone, r.head) != (family, kind):
+                continue
+            defaults = allowed_overrides(cand)
+            if any(f not in defaults or _as_tuple(defaults[f]) != _as_tuple(fields[f]) for f in shape_fields):
+                continue
+            over = needed(cand)
+            candidates.append((len(over), cand, over))
+        if not candidates:
+            shown = {f: fields[f] for f in shape_fields}
+            hint = (
+                "pass the model name (duda convert --model-name) whose attention heads fit these widths"
+                if family == "mit"
+                else "this installation has no such model (DeepLabV2 on ResNetV1c needs deeplabv2red_*)"
+            )
+            raise CheckpointError(
+                f"{source}: a {backbone_desc} + {head_desc} network with {shown}, which matches none of "
+                f"our {family}+{kind} models; {hint}"
+            )
+        _, name, overrides = min(candidates)
+    return ReferenceArch(
+        name=name,
+        num_classes=num_classes,
+        overrides=_json_ready(overrides),
+        backbone=backbone_desc,
+        head=head_desc,
+        head_kind=kind,
+        segformer_order=order,
+        notes=notes,
+    )
+
+
+def _as_tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
+def _json_ready(overrides: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()}
+
+
+# ----------------------------------------------------------------------------- key mapping
+
+
+def _linear_to_conv(t: torch.Tensor) -> torch.Tensor:
+    """nn.Linear weight (out, in) -> 1x1 conv weight (out, in, 1, 1); biases pass through."""
+    return t.reshape(*t.shape, 1, 1) if t.ndim == 2 else t
+
+
+def _reverse_levels(t: torch.Tensor, levels: int) -> torch.Tensor:
+    """Fuse-conv weight whose input blocks are finest-first -> coarsest-first (our SegFormer head)."""
+    if t.ndim != 4:
+        return t
+    return torch.cat(list(t.chunk(levels, dim=1))[::-1], dim=1)
+
+
+_Rule = tuple[str, str, Callable[[torch.Tensor], torch.Tensor] | None]
+
+_DAFORMER_RULES: list[_Rule] = [
+    (r"embed_layers\.(\d+)\.proj\.(weight|bias)", r"embed.\1.\2", _linear_to_conv),
+    (r"fuse_layer\.aspp_modules\.(\d+)\.conv\.(.+)", r"fuse.branches.\1.0.\2", None),
+    (r"fuse_layer\.aspp_modules\.(\d+)\.bn\.(.+)", r"fuse.branches.\1.1.\2", None),
+    (r"fuse_layer\.aspp_modules\.(\d+)\.depthwise_conv\.conv\.(.+)", r"fuse.branches.\1.0.0.\2", None),
+    (r"fuse_layer\.aspp_modules\.(\d+)\.depthwise_conv\.bn\.(.+)", r"fuse.branches.\1.0.1.\2", None),
+    (r"fuse_layer\.aspp_modules\.(\d+)\.pointwise_conv\.conv\.(.+)", r"fuse.branches.\1.1.0.\2", None),
+    (r"fuse_layer\.aspp_modules\.(\d+)\.pointwise_conv\.bn\.(.+)", r"fuse.branches.\1.1.1.\2", None),
+    (r"fuse_layer\.bottleneck\.conv\.(.+)", r"fuse.bottleneck.0.\1", None),
+    (r"fuse_layer\.bottleneck\.bn\.(.+)", r"fuse.bottleneck.1.\1", None),
+    (r"conv_seg\.(weight|bias)", r"classifier.\1", None),
+]
+_DAFORMER_CONV1_RULES: list[_Rule] = [
+    (r"embed_layers\.(\d+)\.proj\.(weight|bias)", r"embed.\1.\2", _linear_to_conv),
+    (r"fuse_layer\.conv\.(.+)", r"fuse.0.\1", None),  # input blocks reordered below
+    (r"fuse_layer\.bn\.(.+)", r"fuse.1.\1", None),
+    (r"conv_seg\.(weight|bias)", r"classifier.\1", None),
+]
+_SEGFORMER_RULES: list[_Rule] = [
+    (r"linear_c\.(\d+)\.proj\.(weight|bias)", r"embed.\1.\2", _linear_to_conv),
+    (r"linear_fuse\.conv\.(.+)", r"fuse.0.\1", None),  # input blocks reordered below
+    (r"linear_fuse\.bn\.(.+)", r"fuse.1.\1", None),
+    (r"linear_pred\.(weight|bias)", r"classifier.\1", None),
+    (r"conv_seg\.(weight|bias)", "", None),  # built by BaseDecodeHead, never used: dropped
+]
+_DLV2_RULES: list[_Rule] = [
+    (r"aspp_modules\.(\d+)\.conv\.(weight|bias)", r"branches.\1.\2", None),
+]
+
+
+def _map_head(head: dict[str, torch.Tensor], arch: ReferenceArch, levels: int, source: str) -> dict:
+    if arch.head_kind == "daformer":
+        rules = _DAFORMER_RULES
+    elif arch.head_kind == "deeplabv2":
+        rules = _DLV2_RULES
+    elif arch.segformer_order == "fuse_layer":
+        rules = _DAFORMER_CONV1_RULES
+    else:
+        rules = _SEGFORMER_RULES
+    out, unmapped = {}, []
+    for key, value in head.items():
+        for pattern, repl, fn in rules:
+            if re.fullmatch(pattern, key):
+                if repl:
+                    out["head." + re.sub(pattern, repl, key)] = fn(value) if fn else value
+                break
+        else:
+            unmapped.append(f"decode_head.{key}")
+    if unmapped:
+        raise CheckpointError(
+            f"{source}: decode head keys with no place in {arch.name}: {_listing(unmapped)}"
+        )
+    if arch.segformer_order and "head.fuse.0.weight" in out:
+        out["head.fuse.0.weight"] = _reverse_levels(out["head.fuse.0.weight"], levels)
+    return out
+
+
+def convert_network(
+    net: dict[str, torch.Tensor], arch: ReferenceArch, model: nn.Module, source: str
+) -> dict[str, torch.Tensor]:
+    """Reference ``backbone.*`` / ``decode_head.*`` weights -> ``model``'s state-dict keys."""
+    from duda.models.pretrained import mit_checkpoint_to_backbone, resnet_checkpoint_to_backbone
+
+    bb = {k[len("backbone.") :]: v for k, v in net.items() if k.startswith("backbone.")}
+    head = {k[len("decode_head.") :]: v for k, v in net.items() if k.startswith("decode_head.")}
+    to_backbone = (
+        mit_checkpoint_to_backbone if "patch_embed1.proj.weight" in bb else resnet_checkpoint_to_backbone
+    )
+    out = {f"backbone.{k}": v for k, v in to_backbone(bb, model.backbone).items()}
+    levels = len(getattr(model.backbone, "out_channels", ())) or 4
+    out.update(_map_head(head, arch, levels, source))
+    return out
+
+
+def check_fits(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], source: str) -> None:
+    """Every key of ``expected`` present in ``state``, none left over, same shapes; else an error."""
+    missing = sorted(k for k in expected if k not in state)
+    unexpected = sorted(k for k in state if k not in expected)
+    wrong = sorted(
+        f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in state
+        if k in expected and state[k].shape != expected[k].shape
+    )
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing: {_listing(missing)}")
+        if unexpected:
+            parts.append(f"unexpected: {_listing(unexpected)}")
+        if wrong:
+            parts.append(f"shape mismatches (checkpoint vs model): {_listing(wrong)}")
+        raise CheckpointError(f"{source}: weights do not fit the model ({'; '.join(parts)})")
+
+
+def load_converted(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` into ``model`` strictly (see :func:`check_fits`)."""
+    check_fits(model.state_dict(), state, source)
+    model.load_state_dict(state, strict=True)
+
+
+def build_reference_model(
+    net: dict[str, torch.Tensor], source: str, model_name: str | None = None
+) -> tuple[nn.Module, ReferenceArch]:
+    """Our model with the weights of one reference network, and what it was recognised as."""
+    from duda.models import build_model
+
+    arch = infer_architecture(net, source, model_name)
+    model = build_model(arch.name, num_classes=arch.num_classes, **arch.overrides)
+    load_converted(model, convert_network(net, arch, model, source), f"{source} as {arch.describe()}")
+    return model.eval(), arch
+
+
+# ----------------------------------------------------------------------------- labels and loading
+
+
+def reference_labels(meta: Any, num_classes: int) -> tuple[list[str], np.ndarray, list[str]]:
+    """Class names and palette from mmcv's ``meta`` (``CLASSES``, ``PALETTE``) when usable.
+
+    Otherwise the Cityscapes 19 classes (19 outputs) or ``class_i`` names, with a note saying so.
+    """
+    from duda.data.labels import CITYSCAPES, default_palette
+
+    notes: list[str] = []
+    meta = meta if isinstance(meta, dict) else {}
+    classes, palette = meta.get("CLASSES"), meta.get("PALETTE")
+    names: list[str] | None = None
+    if isinstance(classes, (list, tuple)) and len(classes) == num_classes:
+        names = [str(c) for c in classes]
+    colours: np.ndarray | None = None
+    if palette is not None:
+        try:
+            arr = np.asarray(palette, dtype=np.int64)
+        except (TypeError, ValueError):
+            arr = None
+        if arr is not None and arr.shape == (num_classes, 3) and arr.min() >= 0 and arr.max() <= 255:
+            colours = arr.astype(np.uint8)
+    if names is None:
+        if num_classes == CITYSCAPES.num_classes:
+            names = list(CITYSCAPES.names)
+            notes.append("no usable meta['CLASSES'] in the checkpoint: the Cityscapes 19 classes are assumed")
+        else:
+            names = [f"class_{i}" for i in range(num_classes)]
+            notes.append(
+                f"no usable meta['CLASSES'] in the checkpoint: classes named class_0..{num_classes - 1}"
+            )
+    if colours is None:
+        colours = (
+            CITYSCAPES.palette.copy() if names == list(CITYSCAPES.names) else default_palette(num_classes)
+        )
+        if palette is not None:
+            notes.append("meta['PALETTE'] unusable (expected one RGB triple per class): default palette")
+    return names, colours, notes
+
+
+def reference_inference_model(ckpt: dict, path: str | os.PathLike, which: str = "model"):
+    """An :class:`~duda.engine.checkpoint.InferenceModel` for network ``which`` of a read checkpoint."""
+    from duda.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from duda.engine.checkpoint import InferenceModel
+
+    source = str(path)
+    net = network_state(ckpt["state_dict"], which, source)
+    model, arch = build_reference_model(net, f"{source} [{NETWORK_ALIASES[which]}]")
+    classes, palette, _ = reference_labels(ckpt.get("meta"), arch.num_classes)
+    return InferenceModel(
+        model=model,
+        model_name=arch.name,
+        num_classes=arch.num_classes,
+        classes=classes,
+        palette=palette,
+        mean=tuple(float(v) for v in IMAGENET_MEAN),
+        std=tuple(float(v) for v in IMAGENET_STD),
+        resize=REFERENCE_TEST_SCALE,
+        spec=dict(model.spec),
+    )
+
+
+@dataclass
+class ReferenceInit:
+    """Weights for a large student and its EMA teacher from a reference checkpoint."""
+
+    student: dict[str, torch.Tensor]
+    teacher: dict[str, torch.Tensor] | None  # None: the file has no ema_model
+    arch: ReferenceArch
+
+
+def reference_init_states(
+    ckpt: dict, model: nn.Module, source: str, model_name: str | None = None, num_classes: int | None = None
+) -> ReferenceInit:
+    """``model.*`` (and ``ema_model.*`` when present) converted to ``model``'s keys, checked strictly.
+
+    ``model`` is a built network of the architecture to initialise; it is not modified.
+    """
+    state = ckpt["state_dict"]
+    have = reference_networks(state)
+    expected = model.state_dict()
+    out: dict[str, dict | None] = {"model": None, "ema_model": None}
+    arch = None
+    for name in ("model", "ema_model"):
+        if name not in have:
+            continue
+        net = network_state(state, name, source)
+        where = f"{source} [{name}]"
+        arch = infer_architecture(net, where, model_name)
+        if num_classes is not None and arch.num_classes != num_classes:
+            raise ConfigError(f"{where}: predicts {arch.num_classes} classes, this run has {num_classes}")
+        converted = convert_network(net, arch, model, where)
+        check_fits(expected, converted, f"{where} (holds {arch.describe()})")
+        out[name] = {k: v.to(expected[k].dtype) for k, v in converted.items()}
+    if out["model"] is None or arch is None:
+        raise CheckpointError(f"{source}: no model.* network to initialise from; it holds {have}")
+    return ReferenceInit(student=out["model"], teacher=out["ema_model"], arch=arch)
+
+
+# ----------------------------------------------------------------------------- conversion
+
+
+@dataclass
+class ConversionResult:
+    out_dir: Path
+    arch: ReferenceArch
+    network: str  # model | ema_model | imnet_model
+    params: int
+    notes: list[str]
+
+
+def convert_reference_checkpoint(
+    path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    network: str = "model",
+    model_name: str | None = None,
+    resize: tuple[int, int] | None = REFERENCE_TEST_SCALE,
+) -> ConversionResult:
+    """Write network ``network`` of an mmseg checkpoint as a deploy folder (model.safetensors +
+    model.json, as :func:`duda.engine.checkpoint.save_deploy_model`), then reload it to check it."""
+    from duda.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from duda.engine.checkpoint import load_inference_model, save_deploy_model
+    from duda.models.factory import count_parameters
+
+    path = Path(path)
+    if path.is_dir() and (path / "latest.pth").is_file():
+        path = path / "latest.pth"
+    ckpt = read_reference_file(path)
+    if not is_reference_checkpoint(ckpt):
+        raise CheckpointError(
+            f"{path}: not an mmseg checkpoint (expected a 'state_dict' with model.backbone.* or "
+            "backbone.* weights); duda's own checkpoints ship with `duda train` or `duda export`"
+        )
+    name = NETWORK_ALIASES.get(network, network)
+    source = f"{path} [{name}]"
+    net = network_state(ckpt["state_dict"], network, str(path))
+    model, arch = build_reference_model(net, source, model_name)
+    classes, palette, label_notes = reference_labels(ckpt.get("meta"), arch.num_classes)
+    notes = [*arch.notes, *label_notes]
+    meta = {
+        "num_classes": arch.num_classes,
+        "classes": classes,
+        "palette": palette,
+        "mean": [float(v) for v in IMAGENET_MEAN],
+        "std": [float(v) for v in IMAGENET_STD],
+        "resize": list(resize) if resize else None,
+        "converted_from": {"file": str(path), "network": name, "reference": f"{arch.backbone} + {arch.head}"},
+        "notes": notes,
+    }
+    out_dir = save_deploy_model(out_dir, model, meta)
+    reloaded = load_inference_model(out_dir)
+    mine, theirs = model.state_dict(), reloaded.model.state_dict()
+    if mine.keys() != theirs.keys() or not all(torch.equal(mine[k], theirs[k]) for k in mine):
+        raise CheckpointError(f"{out_dir}: the written deploy folder does not reload to the same weights")
+    return ConversionResult(out_dir, arch, name, count_parameters(model), notes)

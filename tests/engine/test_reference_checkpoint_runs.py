@@ -1,0 +1,129 @@
+"""Published DAFormer / MIC (mmseg) checkpoints end to end: `duda eval`, `duda convert`, DUDA.
+
+A fake ``latest.pth`` in the reference layout (random weights, ``tests/models/fixtures``) of a tiny
+DAFormer is evaluated on the tiny synthetic benchmark, converted to a deploy folder, used as the
+starting point of DUDA's large student / EMA teacher and as an extra frozen stage-2 teacher.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from tinyrun import tiny_config, write_config
+
+from duda.cli import main
+from duda.config import config_from_dict
+from duda.engine.checkpoint import list_checkpoints, load_checkpoint, load_inference_model
+from duda.engine.trainer import train
+from duda.errors import CheckpointError
+from duda.methods import build_method
+
+pytestmark = pytest.mark.slow
+
+_spec = importlib.util.spec_from_file_location(
+    "reference_fakes", Path(__file__).parents[1] / "models" / "reference_fakes.py"
+)
+fakes = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fakes)
+
+LARGE = {"name": "daformer_mit_tiny", "arch": {}}  # the fixture's architecture (dims 8/16/32/64, head 32)
+
+
+@pytest.fixture
+def published(tmp_path) -> Path:
+    return fakes.save_fake(tmp_path / "published" / "latest.pth", "daformer_mit_tiny")
+
+
+def _eval(cfg_path: Path, checkpoint: Path, out: Path, *extra: str) -> dict:
+    assert main(["eval", str(cfg_path), "--checkpoint", str(checkpoint), "--out", str(out), *extra]) == 0
+    return json.loads(out.read_text())
+
+
+def test_eval_and_convert_a_published_checkpoint(synth_root, tmp_path, published, capsys):
+    cfg = write_config(tiny_config(synth_root, tmp_path / "work"), tmp_path / "cfg.yaml")
+    student = _eval(cfg, published, tmp_path / "model.json")
+    teacher = _eval(cfg, published, tmp_path / "ema.json", "--model", "teacher")
+    assert 0.0 <= student["miou"] <= 1.0 and len(student["per_class"]) == 19
+    assert student["miou"] != teacher["miou"]  # model.* and ema_model.* hold different weights
+
+    assert main(["convert", str(published), "--out", str(tmp_path / "deploy"), "--network", "ema_model"]) == 0
+    out = capsys.readouterr().out
+    assert "as daformer_mit_tiny" in out and "note: ASPP dilations (1, 6, 12, 18) assumed" in out
+    assert "Cityscapes 19 classes are assumed" in out
+    converted = _eval(cfg, tmp_path / "deploy", tmp_path / "deploy.json")
+    assert converted["miou"] == teacher["miou"]
+    print(f"mIoU model.* {student['miou']:.4f}, ema_model.* {teacher['miou']:.4f}, "
+          f"converted ema_model.* {converted['miou']:.4f}")  # fmt: skip
+
+
+def test_eval_of_an_hrda_checkpoint_says_not_supported(synth_root, tmp_path, capsys):
+    hrda = fakes.save_fake(tmp_path / "hrda.pth", "hrda_daformer_mit_tiny")
+    cfg = write_config(tiny_config(synth_root, tmp_path / "work"), tmp_path / "cfg.yaml")
+    assert main(["eval", str(cfg), "--checkpoint", str(hrda)]) == 2
+    err = capsys.readouterr().err
+    assert "HRDA" in err and "not supported yet" in err and "decode_head.scale_attention" in err
+    assert main(["convert", str(hrda), "--out", str(tmp_path / "x")]) == 2
+
+
+def _duda_cfg(synth_root, work: Path, duda: dict) -> dict:
+    cfg = tiny_config(synth_root, work, "duda")
+    cfg["method"]["duda"].update({"large": dict(LARGE), **duda})
+    return cfg
+
+
+def test_duda_starts_from_a_published_checkpoint_and_uses_it_as_teacher(synth_root, tmp_path, published):
+    ckpt = fakes.fake_checkpoint("daformer_mit_tiny")  # same seeds as the saved file
+    direct = {
+        which: load_inference_model(published, which=which).model.state_dict()
+        for which in ("student", "teacher")
+    }
+    cfg = config_from_dict(
+        _duda_cfg(synth_root, tmp_path / "run", {"large_init": str(published.parent),
+                                                  "teachers": [{"checkpoint": str(published)}]})
+    )  # fmt: skip
+    method = build_method(cfg, 19, torch.device("cpu"))
+    for net, which in (("large", "student"), ("teacher", "teacher")):
+        state = method.networks[net].state_dict()
+        assert all(torch.equal(state[k], direct[which][k]) for k in state), net
+    assert torch.equal(
+        method.networks["teacher"].state_dict()["head.classifier.weight"],
+        ckpt["state_dict"]["ema_model.decode_head.conv_seg.weight"],
+    )
+    (extra, weight), = method.extra_teachers  # fmt: skip
+    assert weight == 1.0 and torch.equal(
+        extra.state_dict()["head.classifier.weight"], direct["teacher"]["head.classifier.weight"]
+    )
+
+    result = train(cfg, progress=False)
+    assert result.step == 4 and set(result.metrics) == {"student", "teacher", "large"}
+    records = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any(r["split"] == "inconsistency" for r in records)  # stage 2 ran with the fused teachers
+    final = load_checkpoint(list_checkpoints(tmp_path / "run" / "checkpoints")[-1][1])
+    assert not torch.equal(
+        final["state"]["large"]["head.classifier.weight"], direct["student"]["head.classifier.weight"]
+    )
+    print({k: round(v["miou"], 4) for k, v in result.metrics.items()})
+
+
+def test_duda_large_init_from_a_deploy_folder_and_mismatches(synth_root, tmp_path, published):
+    from duda.models.reference_checkpoint import convert_reference_checkpoint
+
+    convert_reference_checkpoint(published, tmp_path / "deploy")
+    cfg = config_from_dict(_duda_cfg(synth_root, tmp_path / "a", {"large_init": str(tmp_path / "deploy")}))
+    method = build_method(cfg, 19, torch.device("cpu"))
+    large, teacher = method.networks["large"].state_dict(), method.networks["teacher"].state_dict()
+    deployed = load_inference_model(tmp_path / "deploy").model.state_dict()
+    assert all(torch.equal(large[k], deployed[k]) and torch.equal(teacher[k], deployed[k]) for k in large)
+
+    wrong = _duda_cfg(synth_root, tmp_path / "b", {"large_init": str(published)})
+    wrong["method"]["duda"]["large"]["arch"] = {"embed_dims": [8, 16, 32, 32]}
+    with pytest.raises(CheckpointError, match=r"large_init=.*latest.pth \[model\].*daformer_mit_tiny.*shape"):
+        build_method(config_from_dict(wrong), 19, torch.device("cpu"))
+    segformer = _duda_cfg(synth_root, tmp_path / "c", {"large_init": str(published)})
+    segformer["method"]["duda"]["large"] = {"name": "segformer_mit_tiny", "arch": {}}
+    with pytest.raises(CheckpointError, match="model 'segformer_mit_tiny' is mit \\+ segformer"):
+        build_method(config_from_dict(segformer), 19, torch.device("cpu"))
