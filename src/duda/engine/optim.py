@@ -5,26 +5,55 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from duda.errors import ConfigError
+
 _NORM_TYPES = (
     nn.LayerNorm,
     nn.GroupNorm,
     nn.modules.batchnorm._BatchNorm,
     nn.modules.instancenorm._InstanceNorm,
 )
+_FAMILIES = ("mit", "resnet", "other")
 
 
-def param_groups(model: nn.Module, lr: float, weight_decay: float, head_lr_mult: float) -> list[dict]:
-    """Four groups: {backbone, head} x {decay, no decay}.
+def backbone_family(model: nn.Module) -> str:
+    """``model.backbone.family`` (``"mit"`` for MiTBackbone, ``"resnet"`` for ResNetBackbone);
+    ``"other"`` for a model whose backbone does not say."""
+    family = getattr(getattr(model, "backbone", None), "family", "other")
+    if family not in _FAMILIES:
+        raise ConfigError(f"backbone family {family!r}: expected one of {', '.join(_FAMILIES)}")
+    return family
 
-    The decode head (``model.head``) gets ``lr * head_lr_mult``; parameters of normalisation layers
-    and position embeddings get no weight decay, as in DAFormer's optimizer config.
+
+def param_groups(
+    model: nn.Module, lr: float, weight_decay: float, head_lr_mult: float, family: str | None = None
+) -> list[dict]:
+    """DAFormer's parameter groups, as mmcv's DefaultOptimizerConstructor builds them.
+
+    DAFormer's ``experiments.py`` sets ``paramwise_cfg.custom_keys`` to ``head: lr_mult 10`` for
+    every model, plus ``pos_block`` and ``norm`` with ``decay_mult 0`` only when the backbone is a
+    MiT. mmcv gives a parameter the first custom key contained in its name, longest key first
+    (``pos_block``, then ``head``, then ``norm``), so:
+
+    - decode head (``model.head``): ``lr * head_lr_mult`` and ``weight_decay`` for every
+      parameter, its BatchNorms included (``head`` matches before ``norm``);
+    - MiT backbone: no weight decay on normalisation layers and position embeddings;
+    - any other backbone (ResNet, ``family="other"``): every parameter decays, BatchNorm too.
+
+    ``family`` (``"mit"``, ``"resnet"``, ``"other"``) defaults to :func:`backbone_family`.
+    Groups: ``backbone``, ``backbone_no_decay`` (MiT only), ``head``; empty ones are left out.
     """
-    no_decay: set[int] = set()
-    for name, module in model.named_modules():
-        if isinstance(module, _NORM_TYPES) or "pos" in name.split(".")[-1]:
-            no_decay.update(id(p) for p in module.parameters(recurse=False))
+    family = backbone_family(model) if family is None else family
+    if family not in _FAMILIES:
+        raise ConfigError(f"param_groups family={family!r}: expected one of {', '.join(_FAMILIES)}")
     head = getattr(model, "head", None)
     head_ids = {id(p) for p in head.parameters()} if head is not None else set()
+    no_decay: set[int] = set()
+    if family == "mit":
+        for name, module in model.named_modules():
+            if isinstance(module, _NORM_TYPES) or "pos" in name.split(".")[-1]:
+                no_decay.update(id(p) for p in module.parameters(recurse=False))
+        no_decay -= head_ids
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for p in model.parameters():
         if not p.requires_grad:

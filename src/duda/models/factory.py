@@ -44,6 +44,7 @@ class Recipe:
     defaults: dict[str, Any] = field(default_factory=dict)  # backbone + head fields
     hub_id: str | None = None  # ImageNet weights of the default backbone
     description: str = ""
+    weights_url: str | None = None  # where to download the ImageNet weights when not on the hub
 
 
 def _mit_defaults(variant: str) -> dict[str, Any]:
@@ -52,6 +53,11 @@ def _mit_defaults(variant: str) -> dict[str, Any]:
 
 _TINY_MIT = {"embed_dims": (8, 16, 32, 64), "depths": (1, 1, 1, 1), "num_heads": (1, 1, 2, 4)}
 _R18 = {"layers": (2, 2, 2, 2), "width": 64, "block": "basic", "dilations": (1, 1, 1, 2)}
+# DeepLabV2 as the UDA literature runs it (DAFormer's ``deeplabv2red_r50-d8.py`` + ``r101v1c``):
+# a ResNet-V1c (deep stem, mmseg's contract_dilation) and an ASPP classifier with dilations 6 and
+# 12 only (AdaptSegNet's ``return`` inside its loop over the four rates).
+_DLV2_RED = {"stem": "deep", "contract_dilation": True, "head_dilations": (6, 12)}
+_OPENMMLAB_V1C = "https://download.openmmlab.com/pretrain/third_party/resnet{}_v1c-{}.pth"
 
 RECIPES: dict[str, Recipe] = {}
 for _v in ("b0", "b1", "b2", "b3", "b4", "b5"):
@@ -74,14 +80,30 @@ RECIPES.update(
             "deeplabv2",
             {"layers": (3, 4, 6, 3)},
             "microsoft/resnet-50",
-            "ResNet-50 (OS8) + DeepLabV2",
+            "ResNet-50 (OS8, 7x7 stem) + DeepLabV2 dilations 6/12/18/24 (original)",
         ),
         "deeplabv2_r101": Recipe(
             "resnet",
             "deeplabv2",
             {"layers": (3, 4, 23, 3)},
             "microsoft/resnet-101",
-            "ResNet-101 (OS8) + DeepLabV2",
+            "ResNet-101 (OS8, 7x7 stem) + DeepLabV2 dilations 6/12/18/24 (original)",
+        ),
+        "deeplabv2red_r50": Recipe(
+            "resnet",
+            "deeplabv2",
+            {"layers": (3, 4, 6, 3), **_DLV2_RED},
+            None,
+            "ResNet-50-V1c (OS8) + DeepLabV2 dilations 6/12 (UDA literature; open-mmlab weights)",
+            _OPENMMLAB_V1C.format(50, "2cccc1ad"),
+        ),
+        "deeplabv2red_r101": Recipe(
+            "resnet",
+            "deeplabv2",
+            {"layers": (3, 4, 23, 3), **_DLV2_RED},
+            None,
+            "ResNet-101-V1c (OS8) + DeepLabV2 dilations 6/12 (UDA literature; open-mmlab weights)",
+            _OPENMMLAB_V1C.format(101, "e67eebb6"),
         ),
         "deeplabv3p_r18": Recipe(
             "resnet",
@@ -102,6 +124,13 @@ RECIPES.update(
             {"layers": (1, 1, 1, 1), "width": 8},
             None,
             "tiny ResNet + DeepLabV2 (tests)",
+        ),
+        "deeplabv2red_r_tiny": Recipe(
+            "resnet",
+            "deeplabv2",
+            {"layers": (1, 1, 1, 1), "width": 8, **_DLV2_RED},
+            None,
+            "tiny ResNet-V1c + DeepLabV2 dilations 6/12 (tests)",
         ),
         "deeplabv3p_r_tiny": Recipe(
             "resnet",
@@ -143,6 +172,10 @@ def allowed_overrides(name: str) -> dict[str, Any]:
 def _check_override(name: str, key: str, value: Any, default: Any) -> Any:
     """Validate one override against the type of its default; lists become tuples."""
     where = f"model {name!r} override {key}={value!r}"
+    if isinstance(default, bool):  # before int: bool is an int subclass
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false")
+        return value
     if isinstance(default, tuple):
         if not isinstance(value, (list, tuple)) or not all(
             isinstance(v, int) and not isinstance(v, bool) for v in value
@@ -232,7 +265,8 @@ def build_model(
         source = pretrained
         if str(pretrained) == "imagenet":
             if r.hub_id is None:
-                raise CheckpointError(f"model {name!r} has no published ImageNet weights; pass a file")
+                where = f"; download {r.weights_url} and pass that file" if r.weights_url else "; pass a file"
+                raise CheckpointError(f"model {name!r} has no published ImageNet weights on the hub{where}")
             source = r.hub_id
         convert = mit_checkpoint_to_backbone if r.backbone == "mit" else resnet_checkpoint_to_backbone
         load_backbone_weights(model.backbone, source, convert)

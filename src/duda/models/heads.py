@@ -3,6 +3,16 @@
 Every head takes the list of backbone stage outputs (highest resolution first) and returns logits
 at the resolution of the level it fuses to. Token-wise "MLP" embeddings are written as 1×1
 convolutions: the same function, without flattening, and friendly to ``channels_last``.
+
+Initialisation follows the reference (DAFormer's mmseg heads on mmcv 1.3.7):
+
+- every conv followed by a norm and/or activation (mmcv ``ConvModule``: ASPP branches, depthwise
+  and pointwise convs, bottleneck, fuse conv) — Kaiming normal, ``fan_out``, ReLU gain, bias 0;
+  its BatchNorm weight 1, bias 0 (:func:`init_conv_module`);
+- the classifier of heads derived from mmseg's ``BaseDecodeHead`` (``conv_seg``) — N(0, 0.01),
+  bias 0 (:func:`init_classifier`);
+- the linear embeddings (mmseg ``MLP``: an ``nn.Linear`` nothing re-initialises) — PyTorch's
+  default, which for a 1×1 conv is the same distribution: weight and bias U(±1/sqrt(fan_in)).
 """
 
 from __future__ import annotations
@@ -12,14 +22,41 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def init_conv_module(module: nn.Module) -> nn.Module:
+    """mmcv ``ConvModule`` initialisation of every conv and BatchNorm in ``module``.
+
+    Conv: ``kaiming_normal_(mode="fan_out", nonlinearity="relu")`` (std sqrt(2 / fan_out), fan_out
+    = out_channels × kernel area, so depthwise convs count their own out_channels), bias 0.
+    BatchNorm: weight 1, bias 0. Returns ``module``.
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    return module
+
+
+def init_classifier(conv: nn.Conv2d) -> nn.Conv2d:
+    """mmseg ``BaseDecodeHead``'s ``conv_seg`` initialisation: weight N(0, 0.01), bias 0."""
+    nn.init.normal_(conv.weight, mean=0.0, std=0.01)
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+    return conv
+
+
 def conv_bn_relu(cin: int, cout: int, kernel: int = 1, dilation: int = 1, groups: int = 1) -> nn.Sequential:
-    """Conv (no bias, "same" padding) → BatchNorm → ReLU."""
+    """Conv (no bias, "same" padding) → BatchNorm → ReLU, initialised as an mmcv ConvModule."""
     pad = dilation * (kernel - 1) // 2
-    return nn.Sequential(
+    block = nn.Sequential(
         nn.Conv2d(cin, cout, kernel, padding=pad, dilation=dilation, groups=groups, bias=False),
         nn.BatchNorm2d(cout),
         nn.ReLU(inplace=True),
     )
+    return init_conv_module(block)
 
 
 def separable_conv_bn_relu(cin: int, cout: int, dilation: int = 1) -> nn.Sequential:
@@ -65,11 +102,11 @@ class DAFormerHead(nn.Module):
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
-        # DAFormer's embeddings are linear (no norm, no activation).
+        # DAFormer's embeddings are linear (no norm, no activation), with nn.Linear's default init.
         self.embed = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in in_channels)
         self.fuse = SeparableASPP(channels * len(in_channels), channels, dilations)
         self.dropout = nn.Dropout2d(dropout)
-        self.classifier = nn.Conv2d(channels, num_classes, 1)
+        self.classifier = init_classifier(nn.Conv2d(channels, num_classes, 1))
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         size = feats[0].shape[-2:]
@@ -78,7 +115,13 @@ class DAFormerHead(nn.Module):
 
 
 class SegFormerHead(nn.Module):
-    """SegFormer's all-MLP decoder: linear embedding per level, concat, 1×1 fuse with BN+ReLU."""
+    """SegFormer's all-MLP decoder: linear embedding per level, concat, 1×1 fuse with BN+ReLU.
+
+    Initialisation as the reference's ``SegFormerHead``: its classifier is ``linear_pred``, a plain
+    ``nn.Conv2d`` that the head's ``conv_seg`` N(0, 0.01) rule does not reach (``conv_seg`` exists
+    there but is unused), so it keeps PyTorch's default init, like the embeddings; only the fuse
+    ConvModule gets Kaiming.
+    """
 
     def __init__(
         self, in_channels: tuple[int, ...], num_classes: int, channels: int = 256, dropout: float = 0.1
@@ -98,16 +141,19 @@ class SegFormerHead(nn.Module):
 
 
 class DeepLabV2Head(nn.Module):
-    """DeepLabV2 ASPP classifier: parallel dilated 3×3 convs on the last stage, outputs summed."""
+    """DeepLabV2 ASPP classifier: parallel dilated 3×3 convs on the last stage, outputs summed.
+
+    The original DeepLab uses dilations (6, 12, 18, 24); the UDA literature's DeepLabV2 (AdaptSegNet,
+    DAFormer's ``deeplabv2red``) only (6, 12).
+    """
 
     def __init__(self, in_channels: int, num_classes: int, dilations: tuple[int, ...] = (6, 12, 18, 24)):
         super().__init__()
         self.branches = nn.ModuleList(
             nn.Conv2d(in_channels, num_classes, 3, padding=d, dilation=d) for d in dilations
         )
-        for conv in self.branches:  # DeepLabV2's classifier initialisation
-            nn.init.normal_(conv.weight, std=0.01)
-            nn.init.zeros_(conv.bias)
+        for conv in self.branches:  # DLV2Head's init_cfg: Normal(std=0.01) on aspp_modules, bias 0
+            init_classifier(conv)
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         x = feats[-1]
@@ -125,7 +171,8 @@ class ImagePooling(nn.Module):
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(cin, cout, 1)
+        # A conv + ReLU: mmcv ConvModule init (Kaiming fan_out, bias 0), like the other branches.
+        self.conv = init_conv_module(nn.Conv2d(cin, cout, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = F.relu(self.conv(x.mean(dim=(2, 3), keepdim=True)))
@@ -134,7 +181,12 @@ class ImagePooling(nn.Module):
 
 class DeepLabV3PlusHead(nn.Module):
     """DeepLabV3+: separable ASPP with image pooling on the last stage, a low-level skip from the
-    first stage, two separable 3×3 convs, classifier at the first stage's resolution."""
+    first stage, two separable 3×3 convs, classifier at the first stage's resolution.
+
+    Initialised with the same rule as the DAFormer head (this head is the project's own CNN
+    student, not a reference head): every conv-BN-ReLU as an mmcv ConvModule (Kaiming fan_out,
+    BN 1/0), the classifier N(0, 0.01) as mmseg's ``conv_seg``.
+    """
 
     def __init__(
         self,
@@ -159,7 +211,7 @@ class DeepLabV3PlusHead(nn.Module):
             separable_conv_bn_relu(channels, channels),
         )
         self.dropout = nn.Dropout2d(dropout)
-        self.classifier = nn.Conv2d(channels, num_classes, 1)
+        self.classifier = init_classifier(nn.Conv2d(channels, num_classes, 1))
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         x = feats[-1]

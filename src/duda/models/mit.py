@@ -7,6 +7,7 @@ DAFormer's mmseg ``mit_b5.pth`` layout) onto the installed module names.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -77,8 +78,53 @@ def _segformer_config(arch: MiTArch):
     return config
 
 
+# LayerNorm epsilon of DAFormer's mmseg MiT (``mix_transformer.py``): the ``mit_b*`` classes pass
+# ``norm_layer=partial(nn.LayerNorm, eps=1e-6)``, which builds the block norms (norm1, norm2) and
+# the stage norms (norm1…norm4); the patch-embedding norm and the attention's spatial-reduction
+# norm are plain ``nn.LayerNorm(dim)`` (eps 1e-5). transformers' SegformerConfig.layer_norm_eps
+# (1e-6) drives none of these in transformers 5.x (every LayerNorm there is built with the default
+# 1e-5), so the values are set on the modules after construction. Names of transformers 5.x
+# (``stages.*``) and 4.x (``block.*``, ``layer_norm.*``).
+_MIT_LAYER_NORM_EPS = (
+    (re.compile(r"stages\.\d+\.patch_embeddings\.layer_norm|patch_embeddings\.\d+\.layer_norm"), 1e-5),
+    (
+        re.compile(
+            r"stages\.\d+\.blocks\.\d+\.attention\.sequence_reduction\.layer_norm"
+            r"|block\.\d+\.\d+\.attention\.self\.layer_norm"
+        ),
+        1e-5,
+    ),
+    (
+        re.compile(r"stages\.\d+\.blocks\.\d+\.layernorm_(before|after)|block\.\d+\.\d+\.layer_norm_[12]"),
+        1e-6,
+    ),
+    (re.compile(r"stages\.\d+\.layer_norm|layer_norm\.\d+"), 1e-6),
+)
+
+
+def set_reference_layer_norm_eps(encoder: nn.Module) -> None:
+    """Set every LayerNorm of a SegformerModel encoder to the eps of DAFormer's MiT.
+
+    Raises ValueError naming a LayerNorm whose role cannot be told from its name (an unknown
+    ``transformers`` layout), rather than leaving it at a guessed value.
+    """
+    for name, module in encoder.named_modules():
+        if not isinstance(module, nn.LayerNorm):
+            continue
+        local = name.removeprefix("encoder.")
+        for pattern, eps in _MIT_LAYER_NORM_EPS:
+            if pattern.fullmatch(local):
+                module.eps = eps
+                break
+        else:
+            raise ValueError(f"MiT LayerNorm {name!r}: unknown role, cannot set the reference eps")
+
+
 class MiTBackbone(nn.Module):
     """MiT encoder returning the four stage outputs (strides 4, 8, 16, 32) as B×C×H×W maps."""
+
+    #: backbone family, read by the optimiser (DAFormer: no weight decay on MiT norms)
+    family = "mit"
 
     def __init__(self, arch: MiTArch | None = None) -> None:
         super().__init__()
@@ -86,6 +132,7 @@ class MiTBackbone(nn.Module):
 
         self.arch = arch or MiTArch()
         self.encoder = SegformerModel(_segformer_config(self.arch))
+        set_reference_layer_norm_eps(self.encoder)
         self.out_channels: tuple[int, ...] = tuple(self.arch.embed_dims)
         strides, s = [], 1
         for st in self.arch.strides:

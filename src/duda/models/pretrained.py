@@ -10,8 +10,10 @@ Accepted layouts:
 - MiT: HF ``segformer.encoder.*`` (the ``nvidia/mit-b*`` checkpoints), ``encoder.*`` or bare;
   the module names of the installed ``transformers`` (``stages.*``); DAFormer/mmseg
   ``mit_b*.pth`` (``patch_embed1.*``, ``block1.0.attn.kv.*`` …, kv split into key and value).
-- ResNet: torchvision (``conv1.weight``, ``layer1.0.conv1.weight``; ``fc.*`` dropped) and HF
-  ``microsoft/resnet-*`` (``resnet.embedder.*``, ``resnet.encoder.stages.*``).
+- ResNet: torchvision (``conv1.weight``, ``layer1.0.conv1.weight``; ``fc.*`` dropped), HF
+  ``microsoft/resnet-*`` (``resnet.embedder.*``, ``resnet.encoder.stages.*``) and mmseg's
+  ResNet-V1c (``open-mmlab://resnet*_v1c``: ``stem.0.weight`` … ``stem.7.*``, ``layer1.0.bn1.*``,
+  optionally under ``backbone.``), see :func:`resnet_v1c_key`.
 """
 
 from __future__ import annotations
@@ -244,13 +246,56 @@ def _hf_resnet_key(key: str) -> str:
     return key
 
 
+# mmseg ResNetV1c backbone parameters and buffers: the deep stem ``stem.<i>`` (convs 0/3/6, BNs
+# 1/4/7; ReLUs 2/5/8 hold nothing) and the stages' ``conv<k>``, ``bn<k>``, ``downsample.0/1``.
+_V1C_KEY = re.compile(
+    r"(stem\.[013467]|layer[1-4]\.\d+\.(conv[1-3]|bn[1-3]|downsample\.[01]))"
+    r"\.(weight|bias|running_mean|running_var|num_batches_tracked)"
+)
+
+
+def resnet_v1c_key(key: str) -> str | None:
+    """mmseg ResNet-V1c backbone key (``backbone.`` already removed) → ``ResNetBackbone`` key.
+
+    ``ResNetBackbone(stem="deep")`` builds its stem as mmseg's ``stem`` Sequential and its stages
+    with the names mmseg and torchvision share, so every V1c key keeps its name:
+    ``stem.0.weight`` (3×3 conv, stride 2), ``stem.1.*`` (its BN), ``stem.3``/``stem.4``,
+    ``stem.6``/``stem.7``, ``layer1.0.conv1.weight``, ``layer1.0.bn1.*``,
+    ``layer1.0.downsample.0.weight`` (1×1 conv), ``layer1.0.downsample.1.*`` (BN) … Returns None
+    for a key outside that layout (e.g. ``fc.weight``, a decode head's keys).
+    """
+    return key if _V1C_KEY.fullmatch(key) else None
+
+
+def resnet_v1c_to_backbone(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An mmseg ResNet-V1c checkpoint (ImageNet ``resnet*_v1c`` file, or the ``backbone.*`` part of
+    an mmseg segmentor) in ``ResNetBackbone(stem="deep")``'s keys.
+
+    Wrapper prefixes (``module.``, ``backbone.``) and task heads (``fc.*``, ``decode_head.*`` …) are
+    removed; any other key outside the V1c layout raises CheckpointError listing it.
+    """
+    out, unknown = {}, []
+    for key, value in strip_wrappers(state).items():
+        mapped = resnet_v1c_key(key)
+        if mapped is None:
+            unknown.append(key)
+        else:
+            out[mapped] = value
+    if unknown:
+        raise CheckpointError(f"not ResNet-V1c backbone keys: {_listing(sorted(unknown))}")
+    return out
+
+
 def resnet_checkpoint_to_backbone(
     state: dict[str, torch.Tensor], backbone: nn.Module
 ) -> dict[str, torch.Tensor]:
-    """Translate torchvision or HF ResNet checkpoints to ``ResNetBackbone``'s keys."""
+    """Translate torchvision, HF or mmseg-V1c ResNet checkpoints to ``ResNetBackbone``'s keys."""
     state = strip_wrappers(state)
     if any(k.startswith(("embedder.", "encoder.stages.")) for k in state):
         state = {_hf_resnet_key(k): v for k, v in state.items()}
+    elif any(k.startswith("stem.") for k in state):
+        # Keys outside the V1c layout stay as they are: the strict loader lists them, with the file.
+        state = {resnet_v1c_key(k) or k: v for k, v in state.items()}
     return state
 
 
