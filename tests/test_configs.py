@@ -8,7 +8,10 @@ from duda.config import load_config
 from duda.errors import ConfigError
 from duda.models import list_models
 
-CONFIGS = sorted(Path(__file__).resolve().parents[1].glob("configs/**/*.yaml"))
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted(
+    {p.resolve() for p in ROOT.glob("configs/**/*.yaml")} | set(ROOT.glob("src/duda/demo/configs/*.yaml"))
+)
 
 
 def test_all_benchmarks_and_methods_present():

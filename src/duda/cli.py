@@ -18,6 +18,7 @@ from duda.errors import DudaError
 COMMANDS = [
     "prepare",
     "synth",
+    "pretrain",
     "models",
     "train",
     "eval",

@@ -25,9 +25,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--seeds", type=int, default=1, help="train each run with seeds 0..N-1 and report mean ± std"
     )
+    p.add_argument(
+        "--only-seeds",
+        default=None,
+        help="train and report only these of the seeds, e.g. 1,2 (to run seeds in parallel processes)",
+    )
     p.add_argument("--out", default=None, help="run and report folder (default: runs/demo[_quick]_<domain>)")
     p.add_argument("--data", default=None, help="benchmark data folder (default: data/synth[_quick])")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--baselines",
+        action="store_true",
+        help="calibration set: source-only, DAFormer small, DAFormer large (alone), oracle; no DUDA",
+    )
     p.set_defaults(func=run)
 
 
@@ -36,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from duda.demo.report import write_report
-    from duda.demo.runs import DEFAULT, QUICK, aggregate, run_demo
+    from duda.demo.runs import BASELINES, DEFAULT, DEMO, QUICK, aggregate, run_demo
     from duda.errors import ConfigError
 
     if args.seeds < 1:
@@ -45,15 +55,44 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/demo{tag}_{args.domain}")
     data = Path(args.data or f"data/synth{tag}")
     t0 = time.perf_counter()
+    timing: dict[str, float] = {}
     results = run_demo(
-        out, data, args.domain, quick=args.quick, seeds=args.seeds, progress=not args.no_progress
+        out,
+        data,
+        args.domain,
+        quick=args.quick,
+        seeds=args.seeds,
+        only_seeds=_seed_list(args.only_seeds, args.seeds),
+        progress=not args.no_progress,
+        variants=BASELINES if args.baselines else DEMO,
+        timing=timing,
     )
     rows = aggregate(results)
     scale = QUICK if args.quick else DEFAULT
-    command = f"duda demo{' --quick' if args.quick else ''} --domain {args.domain} --seeds {args.seeds}"
+    flags = (" --quick" if args.quick else "") + (" --baselines" if args.baselines else "")
+    command = f"duda demo{flags} --domain {args.domain} --seeds {args.seeds}"
+    t_report = time.perf_counter()
     table = write_report(rows, out / "report", data / args.domain, args.domain, command, scale.size)
+    timing["report"] = time.perf_counter() - t_report
     print()
     print(table)
     print(f"report: {out / 'report'} (results.md, per_class.png, curves.png, predictions.png)")
-    print(f"total time: {(time.perf_counter() - t0) / 60:.1f} min")
+    total = time.perf_counter() - t0
+    print(f"where the time went ({total / 60:.1f} min in all; runs finished earlier count ~0):")
+    for phase, seconds in timing.items():
+        print(f"  {phase:<28} {seconds / 60:5.1f} min")
     return 0
+
+
+def _seed_list(text: str | None, seeds: int) -> list[int] | None:
+    from duda.errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        chosen = sorted({int(s) for s in text.split(",") if s.strip()})
+    except ValueError:
+        raise ConfigError(f"--only-seeds {text!r}: expected comma-separated integers, e.g. 1,2") from None
+    if not chosen or chosen[0] < 0 or chosen[-1] >= seeds:
+        raise ConfigError(f"--only-seeds {text!r}: expected seeds in 0..{seeds - 1} (--seeds {seeds})")
+    return chosen

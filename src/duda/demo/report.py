@@ -52,11 +52,15 @@ def gap_summary(rows: list[dict]) -> dict:
     oracle = by_run.get(("oracle", "student"))
     daf_s = by_run.get(("daformer", "student"))
     duda = by_run.get(("duda", "student"))
-    large = by_run.get(("duda", "teacher"))
+    large = by_run.get(("duda", "large")) or by_run.get(("daformer_large", "student"))
     out = {}
     if src and oracle:
         out["domain_gap"] = oracle["miou"] - src["miou"]
         out["source_only_share_of_oracle"] = src["miou"] / oracle["miou"] if oracle["miou"] else None
+    if daf_s and large:
+        out["large_minus_small"] = large["miou"] - daf_s["miou"]
+        # the premise holds only if the mean ± std ranges of the two do not overlap
+        out["ranges_apart"] = large["miou"] - large["miou_std"] > daf_s["miou"] + daf_s["miou_std"]
     if daf_s and duda and large:
         span = large["miou"] - daf_s["miou"]
         out["duda_minus_daformer_small"] = duda["miou"] - daf_s["miou"]
@@ -93,6 +97,12 @@ def markdown_table(rows: list[dict], stats: dict[str, dict], domain: str, comman
         lines.append(
             f"Domain gap (oracle − source-only): {g['domain_gap']:.1f} mIoU points; source-only reaches "
             f"{100 * g['source_only_share_of_oracle']:.0f}% of the oracle."
+        )
+    if "large_minus_small" in g:
+        apart = "apart" if g["ranges_apart"] else "overlapping"
+        lines.append(
+            f"DAFormer large − DAFormer small: {g['large_minus_small']:+.1f} mIoU points "
+            f"(mean ± std ranges {apart})."
         )
     if "duda_minus_daformer_small" in g:
         pos = g["duda_position"]

@@ -1,7 +1,7 @@
 """`duda demo`: the whole story on the built-in procedural benchmark, on a CPU.
 
 It generates the benchmark (cached), prepares it with the normal `prepare` step, and trains
-with the normal trainer from the configs in ``configs/synth/`` — the same code paths a GPU user
+with the normal trainer from the configs in ``duda/demo/configs/`` (``configs/synth/``) — the same code paths a GPU user
 runs; only model sizes and crops are small. Runs, all evaluated on the target's val split:
 
 - ``source_only``  small model, source labels only (the floor);
@@ -74,13 +74,8 @@ class RunResult:
 
 
 def configs_dir() -> Path:
-    """configs/synth of the source checkout (the package is installed in editable mode)."""
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        cand = parent / "configs" / "synth"
-        if cand.is_dir():
-            return cand
-    raise ConfigError("configs/synth not found: run `duda demo` from a checkout of the duda repository")
+    """The demo's configs, shipped inside the package (``configs/synth`` in a checkout links here)."""
+    return Path(__file__).resolve().parent / "configs"
 
 
 def prepare_data(
@@ -117,16 +112,51 @@ class Variant:
     overrides: tuple[str, ...] = ()
 
 
+SOURCE_ONLY = Variant("source_only", "source_only", (("student", "source-only (small)"),))
+DAFORMER = Variant("daformer", "daformer", (("student", "DAFormer (small)"),))
+ORACLE = Variant("oracle", "oracle", (("student", "oracle: target labels (small)"),))
 DEMO = (
-    Variant("source_only", "source_only", (("student", "source-only (small)"),)),
-    Variant("daformer", "daformer", (("student", "DAFormer (small)"),)),
+    SOURCE_ONLY,
+    DAFORMER,
     Variant(
         "duda",
         "duda",
-        (("student", "DUDA large→small (small)"), ("teacher", "DAFormer large (T of DUDA stage 1)")),
+        (("student", "DUDA large→small (small)"), ("large", "DAFormer large (L of DUDA stage 1)")),
     ),
-    Variant("oracle", "oracle", (("student", "oracle: target labels (small)"),)),
+    ORACLE,
 )
+#: The calibration set (``duda demo --baselines``): no DUDA run; the large DAFormer model is
+#: trained on its own (bit-identical to DUDA's stage-1 L, tested).
+BASELINES = (
+    SOURCE_ONLY,
+    DAFORMER,
+    Variant("daformer_large", "daformer_large", (("student", "DAFormer large"),)),
+    ORACLE,
+)
+
+
+def ensure_pretrained(cfg, cache_dir: Path, log=print) -> float:
+    """Point every ``duda:KEY`` encoder of ``cfg`` at usable weights: the shipped file when it is
+    there and up to date, else one pretrained now into ``cache_dir``. Returns seconds spent."""
+    from duda.demo.pretrained import DEMO_ENCODERS, weights_for
+
+    spent = 0.0
+    models = [cfg.model] + ([cfg.method.duda.large] if cfg.method.name == "duda" else [])
+    for m in models:
+        if not (m.pretrained or "").startswith("duda:"):
+            continue
+        key = m.pretrained.removeprefix("duda:")
+        if key not in DEMO_ENCODERS:
+            raise ConfigError(
+                f"model.pretrained={m.pretrained!r}: expected one of duda:{', duda:'.join(DEMO_ENCODERS)}"
+            )
+        name, arch = DEMO_ENCODERS[key]
+        path, seconds = weights_for(name, arch, cache_dir, log)
+        spent += seconds
+        if path.parent != cache_dir:
+            continue  # the shipped file
+        m.pretrained = str(path)
+    return spent
 
 
 def run_config(variant: Variant, roots: dict[str, Path], domain: str, out: Path, seed: int, scale: DemoScale):
@@ -154,21 +184,31 @@ def run_demo(
     domain: str = "real",
     quick: bool = False,
     seeds: int = 1,
+    only_seeds: list[int] | None = None,
     progress: bool = True,
     variants: tuple[Variant, ...] = DEMO,
     log=print,
+    timing: dict[str, float] | None = None,
 ) -> list[RunResult]:
-    """Train every variant for each seed (reusing runs already finished in ``out``)."""
+    """Train every variant for each seed (reusing runs already finished in ``out``).
+
+    ``timing`` (if given) receives the seconds spent per phase: data, pretraining, each run."""
+    timing = {} if timing is None else timing
     from duda.engine.trainer import train
 
     if domain not in DOMAINS:
         raise ConfigError(f"--domain {domain!r}: expected one of {', '.join(DOMAINS)}")
     scale = QUICK if quick else DEFAULT
+    t_data = time.perf_counter()
     roots = prepare_data(data_dir, domain, scale, log=log)
+    timing["data"] = time.perf_counter() - t_data
     results: list[RunResult] = []
-    for seed in range(seeds):
+    for seed in only_seeds if only_seeds is not None else range(seeds):
         for variant in variants:
             cfg = run_config(variant, roots, domain, out, seed, scale)
+            timing["pretraining"] = timing.get("pretraining", 0.0) + ensure_pretrained(
+                cfg, data_dir / "pretrained", log
+            )
             work = Path(cfg.work_dir)
             done = work / "eval.json"
             t0 = time.perf_counter()
@@ -179,6 +219,7 @@ def run_demo(
                 log(f"[seed {seed}] {variant.key}: training {cfg.train.iters} iterations in {work}")
                 metrics = train(cfg, resume=True, progress=progress).metrics
             seconds = time.perf_counter() - t0
+            timing[f"seed {seed}: {variant.key}"] = seconds
             for network, label in variant.rows:
                 r = metrics[network]
                 model_cfg = cfg.model if network == "student" else cfg.method.duda.large
@@ -194,7 +235,9 @@ def run_demo(
                             k: (None if v["iou"] is None else 100 * v["iou"])
                             for k, v in r["per_class"].items()
                         },
-                        iters=cfg.method.duda.stage1_iters if network == "teacher" else cfg.train.iters,
+                        iters=cfg.method.duda.stage1_iters
+                        if network in ("teacher", "large")
+                        else cfg.train.iters,
                         model_name=model_cfg.name,
                         arch=dict(model_cfg.arch),
                         train_seconds=seconds,

@@ -77,8 +77,31 @@ def download_from_hub(repo_id: str) -> Path:
     )
 
 
+SHIPPED_PREFIX = "duda:"
+
+
+def shipped_weights_dir() -> Path:
+    return Path(__file__).resolve().parents[1] / "assets" / "pretrained"
+
+
+def shipped_weights(name: str) -> Path:
+    """``duda:NAME``: encoder weights shipped in the package (``duda pretrain --demo`` writes them)."""
+    folder = shipped_weights_dir()
+    path = folder / f"{name}.safetensors"
+    if not path.is_file():
+        have = sorted(p.stem for p in folder.glob("*.safetensors")) if folder.is_dir() else []
+        raise CheckpointError(
+            f"pretrained='{SHIPPED_PREFIX}{name}': no such shipped encoder "
+            f"(have: {', '.join(have) or 'none'}); `duda pretrain --demo --keys {name}` makes it"
+        )
+    return path
+
+
 def resolve_weights_path(source: str | os.PathLike) -> Path:
-    """A local weights file for ``source``: an existing path, or a hub id fetched via the cache."""
+    """A local weights file for ``source``: an existing path, ``duda:NAME`` (an encoder shipped in
+    the package), or a hub id fetched via the cache."""
+    if str(source).startswith(SHIPPED_PREFIX):
+        return shipped_weights(str(source)[len(SHIPPED_PREFIX) :])
     path = Path(source).expanduser()
     if path.is_file():
         return path
