@@ -24,8 +24,11 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
         "DAFormer (small)",
         "DUDA large→small (small)",
         "DAFormer large (L of DUDA stage 1)",
+        "DUDA without inconsistency weights (small)",
         "oracle: target labels (small)",
     ]
+    for name in ("fig4a_inconsistency.png", "fig4b_inconsistency_gain.png"):
+        assert (report / name).is_file(), name
     for r in results["rows"]:
         assert 0.0 <= r["miou"] <= 100.0
     stats = results["stats"]
@@ -36,7 +39,7 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     # a second run reuses the finished runs (and the cached data) instead of training again
     assert main(["demo", "--quick", "--no-progress", "--out", str(out), "--data", str(data)]) == 0
     printed = capsys.readouterr().out
-    assert printed.count("finished earlier, reusing") == 4
+    assert printed.count("finished earlier, reusing") == 5
     assert "where the time went" in printed and "seed 0: duda" in printed
 
 

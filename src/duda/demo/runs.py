@@ -1,14 +1,21 @@
 """`duda demo`: the whole story on the built-in procedural benchmark, on a CPU.
 
 It generates the benchmark (cached), prepares it with the normal `prepare` step, and trains
-with the normal trainer from the configs in ``duda/demo/configs/`` (``configs/synth/``) — the same code paths a GPU user
-runs; only model sizes and crops are small. Runs, all evaluated on the target's val split:
+with the normal trainer from the configs in ``duda/demo/configs/`` (linked as ``configs/synth``
+in a checkout) — the same code paths a GPU user runs; only model sizes and crops are small.
+Every encoder starts from the shipped procedural pretraining (``duda:KEY``, ``duda pretrain``).
+Runs, all evaluated on the target's val split:
 
 - ``source_only``  small model, source labels only (the floor);
 - ``daformer``     small model, DAFormer self-training on its own EMA teacher;
-- ``duda``         DUDA large→small; its stage-1 teacher T is reported as the large DAFormer
-                   reference, since L trains exactly as DAFormer (tested bit for bit);
+- ``duda``         DUDA large→small; its stage-1 large student L is reported as the large
+                   DAFormer reference, since L trains exactly as DAFormer (tested bit for bit);
+- ``duda_no_inconsistency``  DUDA's stage 2 without the inconsistency weights (Fig. 4b),
+                   started from the ``duda`` run's stage-1 checkpoint;
 - ``oracle``       small model trained on target labels (the ceiling).
+
+``--baselines`` trains the calibration set instead: the large DAFormer model on its own and
+no DUDA run.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ QUICK = DemoScale(
     overrides=(
         "train.iters=20",
         "method.duda.stage1_iters=15",
+        "train.ckpt_every=5",
         "train.eval_every=0",
         "train.log_every=5",
         "optim.warmup_iters=5",
@@ -110,11 +118,22 @@ class Variant:
     config: str  # configs/synth/<config>.yaml
     rows: tuple[tuple[str, str], ...]  # (network, row label)
     overrides: tuple[str, ...] = ()
+    # start from another run's checkpoint at the end of DUDA's stage 1 (that run goes first): a
+    # variant that differs only in stage 2 then costs only stage 2, and since every step is a
+    # pure function of (seed, step), the result is bit-identical to training it from scratch
+    start_from: str | None = None
 
 
 SOURCE_ONLY = Variant("source_only", "source_only", (("student", "source-only (small)"),))
 DAFORMER = Variant("daformer", "daformer", (("student", "DAFormer (small)"),))
 ORACLE = Variant("oracle", "oracle", (("student", "oracle: target labels (small)"),))
+NO_INCONSISTENCY = Variant(
+    "duda_no_inconsistency",
+    "duda",
+    (("student", "DUDA without inconsistency weights (small)"),),
+    ("method.duda.inconsistency=false",),
+    start_from="duda",
+)
 DEMO = (
     SOURCE_ONLY,
     DAFORMER,
@@ -123,6 +142,7 @@ DEMO = (
         "duda",
         (("student", "DUDA large→small (small)"), ("large", "DAFormer large (L of DUDA stage 1)")),
     ),
+    NO_INCONSISTENCY,
     ORACLE,
 )
 #: The calibration set (``duda demo --baselines``): no DUDA run; the large DAFormer model is
@@ -211,6 +231,8 @@ def run_demo(
             )
             work = Path(cfg.work_dir)
             done = work / "eval.json"
+            if variant.start_from and not done.is_file():
+                _copy_stage1_checkpoint(out / f"seed{seed}" / variant.start_from, work, cfg)
             t0 = time.perf_counter()
             if done.is_file():
                 metrics = json.loads(done.read_text())
@@ -244,6 +266,24 @@ def run_demo(
                     )
                 )
     return results
+
+
+def _copy_stage1_checkpoint(source_run: Path, work: Path, cfg) -> None:
+    """Put ``source_run``'s checkpoint from the end of DUDA's stage 1 into ``work/checkpoints``."""
+    import shutil
+
+    step = cfg.method.duda.stage1_iters
+    name = f"iter_{step:07d}.pt"
+    src = source_run / "checkpoints" / name
+    if not src.is_file():
+        raise ConfigError(
+            f"{src}: missing; the run it starts from must keep its stage-1 checkpoint "
+            f"(train.ckpt_every dividing {step}, train.keep_last large enough)"
+        )
+    dst = work / "checkpoints" / name
+    if not dst.is_file():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
 
 
 def aggregate(results: list[RunResult]) -> list[dict]:
