@@ -60,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     except DudaError as exc:
         print(f"duda {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file system failure no check foresaw: still one line, no traceback
+        from duda.files import reason
+
+        where = " ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        print(f"duda {args.command}: error: {where + ': ' if where else ''}{reason(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"duda {args.command}: interrupted", file=sys.stderr)
         return 130

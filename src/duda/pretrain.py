@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -30,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from duda.errors import ConfigError
+from duda.files import atomic_path, write_text
 
 PRETRAIN_VERSION = 1  # bump when the images or the recipe change: cached weights are then redone
 #: Region textures (every pixel of the image belongs to one) and shapes drawn on top.
@@ -296,14 +296,9 @@ def pretrain_encoder(
         "dtype": "float16" if half else "float32",
         **cfg.identity(),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    save_file(backbone_file_state(model, half), str(tmp), metadata={"duda": json.dumps(record)})
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # safetensors writes 0600; shared folders need the umask's mode
-    tmp.replace(out)
-    Path(f"{out}.json").write_text(json.dumps(record, indent=2))
+    with atomic_path(out, what="pretrained encoder") as tmp:  # the umask's mode, as for any file
+        save_file(backbone_file_state(model, half), str(tmp), metadata={"duda": json.dumps(record)})
+    write_text(Path(f"{out}.json"), json.dumps(record, indent=2))
     log(f"pretrain {cfg.model}: held-out mIoU {miou:.1f}% -> {out}")
     return record
 

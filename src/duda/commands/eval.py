@@ -95,7 +95,7 @@ def _eval_checkpoint(args: argparse.Namespace) -> int:
             f"{args.checkpoint} predicts {loaded.num_classes} classes; {cfg.data.val.root} has "
             f"{dataset.labels.num_classes}"
         )
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, what="--device")
     model = loaded.model.to(device).eval() if hasattr(loaded.model, "to") else loaded.model
     loader = make_eval_loader(cfg, dataset, cfg.data.val)
     hook = None

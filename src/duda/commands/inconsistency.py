@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if ds_cfg is None:
         raise ConfigError(f"{path}: the run has no data.{args.split} split")
     dataset = build_dataset_from_config(ds_cfg)
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, what="--device")
     large = load_inference_model(path, which=args.large)
     small = load_inference_model(path, which=args.small)
     eval_set = EvalSet(dataset, resize=ds_cfg.resize or dataset.default_resize)

@@ -70,6 +70,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from torch import nn
 
     from duda.engine.checkpoint import load_inference_model
+    from duda.engine.distributed import resolve_device
     from duda.errors import DudaError
     from duda.evaluation.predict import list_images, predict_images
 
@@ -77,12 +78,7 @@ def run_predict(args: argparse.Namespace) -> int:
         raise DudaError(f"--alpha must be between 0 and 1, got {args.alpha}")
     if min(args.crop) < 1 or min(args.stride) < 1:
         raise DudaError(f"--crop and --stride must be positive, got {args.crop} and {args.stride}")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else None
-    if device is None:
-        try:
-            device = torch.device(args.device)
-        except RuntimeError as exc:
-            raise DudaError(f"--device {args.device!r}: {exc}") from None
+    device = resolve_device(args.device, what="--device")
     loaded = load_inference_model(args.checkpoint, which=args.which)
     model = loaded.model
     if isinstance(model, nn.Module):

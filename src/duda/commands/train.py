@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,21 +27,44 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--work-dir", help="output folder (overrides work_dir in the config)")
     p.add_argument(
-        "--resume", action="store_true", help="continue from the latest checkpoint in the work dir"
+        "--resume",
+        action="store_true",
+        help="continue from the newest readable checkpoint in the work dir (a truncated newest one "
+        "is set aside and the one before it used); refused if it belongs to another model or method",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="the work dir holds a finished or stopped run: move it aside to WORK_DIR.replaced-<time> "
+        "and start afresh (without --resume or --overwrite such a work dir is refused)",
+    )
+    p.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (bars are drawn only on a terminal)"
+    )
+    p.epilog = (
+        "Exit status: 0 finished; 2 an error (one line naming the file, key or value); 128+N stopped by "
+        "signal N after writing a checkpoint (143 SIGTERM, 130 Ctrl-C): continue with --resume."
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import signal
+
     from duda.config import load_config
     from duda.engine.trainer import train
 
-    overrides = list(args.overrides)
+    cfg = load_config(args.config, list(args.overrides))
     if args.work_dir:
-        overrides.append(f"work_dir={args.work_dir}")
-    cfg = load_config(args.config, overrides)
-    result = train(cfg, resume=args.resume, progress=not args.no_progress)
+        cfg.work_dir = args.work_dir  # a path, taken as written (not parsed as YAML)
+    result = train(cfg, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
+    if result.stopped_early and result.signal:
+        name = signal.Signals(result.signal).name
+        print(
+            f"duda train: stopped by {name} (exit {128 + result.signal}); checkpoint {result.checkpoint}",
+            file=sys.stderr,
+        )
+        return 128 + result.signal
     if result.metrics:
         for name, r in result.metrics.items():
             print(f"{name}: mIoU {100 * r['miou']:.2f}")

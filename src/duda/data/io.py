@@ -6,8 +6,6 @@ OpenCV would lose information (palette label PNGs, which OpenCV expands to colou
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -16,6 +14,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from duda.errors import DatasetError
+from duda.files import atomic_path, write_text
 
 LabelKind = Literal["auto", "palette", "last_channel"]
 
@@ -84,27 +83,14 @@ def image_size(path: str | Path) -> tuple[int, int]:
 
 
 def write_png_atomic(path: str | Path, array: np.ndarray) -> None:
-    """Write a PNG through a temporary file in the same folder + os.replace (never half a file)."""
+    """Write a PNG through a temporary file in the same folder + os.replace (never half a file),
+    with the umask's permissions; a failed write names the file and the reason."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        if not cv2.imwrite(tmp, array):
+    with atomic_path(path, suffix=".png") as tmp:
+        if not cv2.imwrite(str(tmp), array):
             raise DatasetError(f"{path}: could not write PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write a text file through a temporary file in the same folder + os.replace."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_text(path, text)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from torch import nn
 
 from duda.engine.checkpoint import InferenceModel
 from duda.errors import CheckpointError, DudaError
+from duda.files import atomic_path, check_output_file
 
 OPSET = 17
 INPUT_NAME = "image"
@@ -312,11 +312,8 @@ def export_onnx(
     out = Path(out)
     if out.suffix != ".onnx":
         raise DudaError(f"--out {out}: expected a file name ending in .onnx")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".tmp.onnx", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    check_output_file(out, "--out")
+    with atomic_path(out, suffix=".tmp.onnx", what="ONNX file") as tmp:
         torch_to_onnx(loaded.model, tmp, height, width, dynamic, opset)
         write_onnx_metadata(tmp, onnx_metadata(loaded))
         runner = OnnxLogits(tmp)
@@ -337,9 +334,6 @@ def export_onnx(
                 f"{100 * min_agreement:.2f}%; {out} was not written"
             )
         del runner  # release the session's file handle before the rename
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return ExportResult(out, total, rand_check, img_check, out.stat().st_size)
 
 

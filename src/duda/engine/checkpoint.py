@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,23 +24,17 @@ import torch
 from torch import nn
 
 from duda.errors import CheckpointError
+from duda.files import atomic_path, ensure_dir, write_text, write_with
 
 _CKPT_RE = re.compile(r"^iter_(\d+)\.pt$")
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save to a temporary file in the same folder, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def atomic_save(obj: Any, path: str | os.PathLike, what: str = "checkpoint") -> None:
+    """torch.save to a temporary file in the same folder, then rename over ``path``.
+
+    A failed write (disk full, read-only, ...) leaves no partial file and raises
+    :class:`duda.files.WriteError` naming ``path`` and the reason."""
+    write_with(path, lambda fh: torch.save(obj, fh), what=what)
 
 
 def list_checkpoints(ckpt_dir: str | os.PathLike) -> list[tuple[int, Path]]:
@@ -62,11 +55,17 @@ def latest_checkpoint(ckpt_dir: str | os.PathLike) -> Path | None:
 
 
 def save_checkpoint(ckpt_dir: str | os.PathLike, step: int, payload: dict, keep_last: int = 3) -> Path:
-    """Write ``iter_{step}.pt`` atomically and delete all but the newest ``keep_last``."""
+    """Write ``iter_{step}.pt`` atomically, then keep it and the newest ``keep_last - 1``
+    checkpoints of earlier steps (``keep_last`` 0: keep all).
+
+    The checkpoint just written is never deleted, and neither is any of a later step (it cannot
+    belong to this run's past), so pruning cannot remove the newest state of the current run.
+    A failed write raises :class:`duda.files.WriteError` and leaves the folder as it was."""
     path = Path(ckpt_dir) / f"iter_{step:07d}.pt"
     atomic_save(payload, path)
     if keep_last > 0:
-        for _, old in list_checkpoints(ckpt_dir)[:-keep_last]:
+        earlier = [p for s, p in list_checkpoints(ckpt_dir) if s < step]
+        for old in earlier[: max(len(earlier) - (keep_last - 1), 0)]:
             old.unlink(missing_ok=True)
     return path
 
@@ -81,6 +80,87 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise CheckpointError(
             f"{path}: not a readable duda checkpoint ({type(exc).__name__}: {exc})"
         ) from None
+
+
+TRAINING_KEYS = ("step", "meta", "config", "state", "optimizers")
+
+
+def load_training_checkpoint(path: str | os.PathLike) -> dict:
+    """A training checkpoint, verified to be complete: readable, with every key a resume needs."""
+    state = load_checkpoint(path)
+    missing = [k for k in TRAINING_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a duda training checkpoint (missing {', '.join(missing)})")
+    return state
+
+
+@dataclass
+class ResumePoint:
+    """The newest usable checkpoint of a run, and the newer ones that could not be read."""
+
+    path: Path
+    state: dict
+    skipped: list[tuple[Path, str]]  # (path, why), newest first
+
+
+def find_resume_point(ckpt_dir: str | os.PathLike) -> ResumePoint | None:
+    """The newest checkpoint in ``ckpt_dir`` that loads completely, falling back past unreadable
+    (e.g. truncated) ones; None when the folder holds no checkpoint. Raises
+    :class:`CheckpointError` when there are checkpoints but none is readable."""
+    found = list_checkpoints(ckpt_dir)
+    skipped: list[tuple[Path, str]] = []
+    for _, path in reversed(found):
+        try:
+            return ResumePoint(path, load_training_checkpoint(path), skipped)
+        except CheckpointError as exc:
+            skipped.append((path, str(exc)))
+    if skipped:
+        raise CheckpointError(
+            f"{ckpt_dir}: none of the {len(skipped)} checkpoints is readable (newest: {skipped[0][1]}); "
+            "start a new run in another work_dir, or --overwrite to move this one aside"
+        )
+    return None
+
+
+def set_aside_unreadable(skipped: list[tuple[Path, str]]) -> list[Path]:
+    """Rename unreadable checkpoints to ``*.pt.corrupt`` (kept for inspection, never loaded)."""
+    moved = []
+    for path, _ in skipped:
+        target = path.with_name(path.name + ".corrupt")
+        os.replace(path, target)
+        moved.append(target)
+    return moved
+
+
+def _arch_key(model_cfg: dict | None) -> tuple[str | None, dict]:
+    model_cfg = model_cfg or {}
+    return model_cfg.get("name"), dict(model_cfg.get("arch") or {})
+
+
+def incompatibilities(old_cfg: dict, new_cfg: dict, old_classes: int | None, new_classes: int) -> list[str]:
+    """What makes a checkpoint written under ``old_cfg`` unusable for a run of ``new_cfg``: the
+    model name and architecture (and DUDA's large model), the method, DUDA's base method and the
+    number of classes, as ``key: checkpoint value -> config value`` lines (empty when they fit)."""
+    out = []
+
+    def differ(key: str, a: Any, b: Any) -> None:
+        if a != b:
+            out.append(f"{key}: {a!r} in the checkpoint, {b!r} now")
+
+    old_m, new_m = old_cfg.get("method") or {}, new_cfg.get("method") or {}
+    old_name, old_arch = _arch_key(old_cfg.get("model"))
+    new_name, new_arch = _arch_key(new_cfg.get("model"))
+    differ("model.name", old_name, new_name)
+    differ("model.arch", old_arch, new_arch)
+    differ("method.name", old_m.get("name"), new_m.get("name"))
+    if new_m.get("name") == "duda" and old_m.get("name") == "duda":
+        differ("method.base", old_m.get("base"), new_m.get("base"))
+        old_l = _arch_key((old_m.get("duda") or {}).get("large"))
+        new_l = _arch_key((new_m.get("duda") or {}).get("large"))
+        differ("method.duda.large.name", old_l[0], new_l[0])
+        differ("method.duda.large.arch", old_l[1], new_l[1])
+    differ("number of classes", old_classes, new_classes)
+    return out
 
 
 # --------------------------------------------------------------------------- deployable model
@@ -105,19 +185,15 @@ def save_deploy_model(out_dir: str | os.PathLike, model: nn.Module, meta: dict) 
     """Write ``model.safetensors`` + ``model.json``; ``meta`` must hold classes, palette, mean, std."""
     from safetensors.torch import save_file
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = ensure_dir(out_dir, "model folder")
     model = getattr(model, "module", model)
     spec = dict(model.spec)
     info = {**spec, **meta, "format": "duda-deploy-1"}
     info["palette"] = np.asarray(info["palette"]).astype(int).tolist()
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = out_dir / ".model.safetensors.tmp"
-    save_file(state, str(tmp))
-    os.replace(tmp, out_dir / "model.safetensors")
-    tmp_json = out_dir / ".model.json.tmp"
-    tmp_json.write_text(json.dumps(info, indent=2))
-    os.replace(tmp_json, out_dir / "model.json")
+    with atomic_path(out_dir / "model.safetensors", what="model") as tmp:
+        save_file(state, str(tmp))
+    write_text(out_dir / "model.json", json.dumps(info, indent=2), what="model")
     return out_dir
 
 

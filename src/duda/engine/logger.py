@@ -10,17 +10,33 @@ from typing import Any
 
 
 class MetricLogger:
-    def __init__(self, work_dir: str | Path, enabled: bool = True, tensorboard: bool = True) -> None:
+    """Appends records to ``WORK_DIR/metrics.jsonl`` (and TensorBoard).
+
+    With ``resume_step`` (a run continued from its checkpoint of that step) the records an
+    interrupted attempt logged after that step are dropped first, and TensorBoard purges its
+    events after it, so the resumed run's steps are logged once.
+    """
+
+    def __init__(
+        self,
+        work_dir: str | Path,
+        enabled: bool = True,
+        tensorboard: bool = True,
+        resume_step: int | None = None,
+    ) -> None:
         self.enabled = enabled
         self.path = Path(work_dir) / "metrics.jsonl"
         self._tb = None
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if resume_step is not None:
+                drop_records_after(self.path, resume_step)
             if tensorboard:
                 try:
                     from torch.utils.tensorboard import SummaryWriter
 
-                    self._tb = SummaryWriter(log_dir=str(Path(work_dir) / "tb"))
+                    purge = None if resume_step is None else resume_step + 1
+                    self._tb = SummaryWriter(log_dir=str(Path(work_dir) / "tb"), purge_step=purge)
                 except ImportError:  # tensorboard is optional for library users
                     self._tb = None
 
@@ -54,3 +70,27 @@ def read_metrics(path: str | Path) -> list[dict]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def drop_records_after(path: str | Path, step: int) -> int:
+    """Remove the records of steps after ``step`` (and a line cut short by a kill) from a
+    metrics file, atomically; returns how many lines were dropped."""
+    from duda.files import write_text
+
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    keep, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+            ok = int(rec["step"]) <= step
+        except (ValueError, KeyError, TypeError):
+            ok = False
+        if ok:
+            keep.append(line)
+        elif line.strip():
+            dropped += 1
+    if dropped:
+        write_text(path, "".join(line + "\n" for line in keep))
+    return dropped

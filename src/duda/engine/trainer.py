@@ -26,15 +26,18 @@ from duda.engine.distributed import (
     DistInfo,
     all_reduce_sum,
     barrier,
+    broadcast_object,
     cleanup_distributed,
     init_distributed,
     resolve_device,
 )
 from duda.engine.logger import MetricLogger
 from duda.engine.optim import build_optimizer, lr_factor, set_lr
-from duda.errors import DudaError
+from duda.errors import CheckpointError, ConfigError, DudaError
+from duda.files import WriteError, write_text
 from duda.methods import Method, StepContext, build_method
 from duda.methods.base import to_device
+from duda.progress import is_terminal
 
 
 class NonFiniteLossError(DudaError):
@@ -47,6 +50,9 @@ class TrainResult:
     step: int
     metrics: dict = field(default_factory=dict)  # network -> eval result dict
     stopped_early: bool = False
+    signal: int | None = None  # the signal that stopped the run early (SIGTERM, SIGINT)
+    checkpoint: Path | None = None  # the newest checkpoint written
+    model_dir: Path | None = None  # the deployable model folder of a finished run
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -196,30 +202,107 @@ def train(
     resume: bool = False,
     progress: bool = True,
     max_steps: int | None = None,
+    *,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train ``cfg`` in ``cfg.work_dir``; with ``resume`` continue from its latest checkpoint.
 
+    The work_dir is locked for the whole run (a second training of it is refused, naming the
+    holder). Without ``resume`` a work_dir that already holds a run is refused, unless
+    ``overwrite``, which first moves that run aside to ``<work_dir>.replaced-<time>``. With
+    ``resume`` the newest readable checkpoint is used (unreadable newer ones are set aside with a
+    warning), after checking that it was written for the same model, method and classes.
+    Everything that can be checked (config, device, datasets, models) is checked before the
+    work_dir is created or changed. On SIGTERM/SIGINT a checkpoint is written and the result has
+    ``stopped_early`` and ``signal`` set.
+
     ``max_steps`` stops after that many steps of this call (used to simulate interruptions).
     """
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite exclude each other: continue the run or replace it")
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
-    device = resolve_device(cfg.train.device)
+    device = resolve_device(cfg.train.device, what="train.device")
     dist_info = init_distributed(device)
-    device = resolve_device(cfg.train.device, dist_info.local_rank)
-    work_dir = Path(cfg.work_dir)
+    device = resolve_device(cfg.train.device, dist_info.local_rank, what="train.device")
+    work_dir = Path(cfg.work_dir).absolute()
     ckpt_dir = work_dir / "checkpoints"
     try:
-        return _train(cfg, resume, progress, max_steps, device, dist_info, work_dir, ckpt_dir)
+        return _train(cfg, resume, overwrite, progress, max_steps, device, dist_info, work_dir, ckpt_dir)
     finally:
         cleanup_distributed()
 
 
-def _train(cfg, resume, progress, max_steps, device, dist_info, work_dir, ckpt_dir) -> TrainResult:
-    is_main = dist_info.is_main
-    if is_main:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        (work_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+def _log(is_main: bool):
+    def log(*args, **kw) -> None:
+        if is_main:
+            print(*args, **kw, flush=True)
 
+    return log
+
+
+def _claim_work_dir(
+    cfg, resume: bool, overwrite: bool, work_dir: Path, ckpt_dir: Path, num_classes: int, log
+):
+    """Lock the work_dir and decide where the run starts (rank 0). Returns (lock, created,
+    resume point or None); writes nothing but the lock, except ``overwrite`` moving a run aside."""
+    from duda.engine.workdir import ExistingRunError, WorkDirLock, move_run_aside, run_contents
+
+    created = not work_dir.exists()
+    try:
+        lock = WorkDirLock(work_dir).acquire()
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                work_dir.rmdir()
+        raise
+    try:
+        if lock.stale_note:
+            log(lock.stale_note)
+        point = None
+        if not resume:
+            found = run_contents(work_dir)
+            if found and not overwrite:
+                raise ExistingRunError(
+                    f"{work_dir} already holds a run ({', '.join(found)}); continue it with --resume, "
+                    "train into a new --work-dir, or pass --overwrite to move it aside (nothing is deleted)"
+                )
+            if found:
+                aside = move_run_aside(work_dir)
+                log(f"moved the previous run in {work_dir} to {aside}")
+        else:
+            point = ckpt_io.find_resume_point(ckpt_dir)
+            if point is not None:
+                state = point.state
+                old_classes = (state.get("meta") or {}).get("num_classes")
+                bad = ckpt_io.incompatibilities(state["config"], to_dict(cfg), old_classes, num_classes)
+                if bad:
+                    raise CheckpointError(
+                        f"--resume: {point.path} was written for another run ({'; '.join(bad)}); "
+                        "nothing was changed: train into a new --work-dir, or --overwrite to move the old "
+                        "run aside"
+                    )
+        return lock, created, point
+    except BaseException:
+        _release(lock, work_dir, created)
+        raise
+
+
+def _release(lock, work_dir: Path, created: bool) -> None:
+    """Drop the lock; remove the work_dir again if this call created it and it stayed empty."""
+    if lock is None:
+        return
+    lock.release()
+    if created:
+        with contextlib.suppress(OSError):
+            work_dir.rmdir()
+
+
+def _train(cfg, resume, overwrite, progress, max_steps, device, dist_info, work_dir, ckpt_dir) -> TrainResult:
+    is_main = dist_info.is_main
+    log = _log(is_main)
+
+    # 1. Everything that depends only on the inputs, before the work_dir is created or touched.
     src, tgt, val = build_datasets(cfg)
     num_classes = src.labels.num_classes
     meta = ckpt_io.dataset_meta(val or tgt or src)
@@ -237,29 +320,74 @@ def _train(cfg, resume, progress, max_steps, device, dist_info, work_dir, ckpt_d
         for name in spans
     }
 
+    # 2. The work_dir: lock it, refuse another run's folder or checkpoint, pick the resume point.
+    lock, created, point, error = None, False, None, None
+    if is_main:
+        try:
+            lock, created, point = _claim_work_dir(
+                cfg, resume, overwrite, work_dir, ckpt_dir, num_classes, log
+            )
+        except DudaError as exc:
+            error = exc
+    if dist_info.enabled:  # every rank stops on rank 0's refusal and loads the same checkpoint
+        shared = (str(error) if error else None, str(point.path) if point else None)
+        message, path = broadcast_object(shared, dist_info)
+        if message and not is_main:
+            raise DudaError(message)
+        if path and not is_main:
+            point = ckpt_io.ResumePoint(Path(path), ckpt_io.load_training_checkpoint(path), [])
+    if error is not None:
+        raise error
+    try:
+        return _run(
+            cfg, resume, progress, max_steps, device, dist_info, work_dir, ckpt_dir, log,
+            src, tgt, val, meta, method, spans, optimizers, point, lock, created,
+        )  # fmt: skip
+    finally:
+        _release(lock, work_dir, False)
+
+
+def _run(
+    cfg, resume, progress, max_steps, device, dist_info, work_dir, ckpt_dir, log,
+    src, tgt, val, meta, method, spans, optimizers, point, lock, created,
+) -> TrainResult:  # fmt: skip
+    is_main = dist_info.is_main
     start = 0
     last_ckpt = None
-    if resume:
-        last_ckpt = ckpt_io.latest_checkpoint(ckpt_dir)
-        if last_ckpt is not None:
-            state = ckpt_io.load_checkpoint(last_ckpt)
+    if point is not None:
+        state = point.state
+        try:
             method.load_state_dict(state["state"])
             method.load_extra_state(state.get("extra", {}))
             for name, opt in optimizers.items():
                 opt.load_state_dict(state["optimizers"][name])
-            start = int(state["step"])
+        except (RuntimeError, KeyError, ValueError) as exc:
             if is_main:
-                print(f"resuming {work_dir} from {last_ckpt.name} (step {start})")
-                changed = config_changes(state.get("config", {}), to_dict(cfg))
-                if changed:
-                    print(f"warning: the config differs from the checkpoint's: {', '.join(changed[:8])}")
-        elif is_main:
-            print(f"no checkpoint in {ckpt_dir}; starting from scratch")
+                _release(lock, work_dir, created)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(
+                f"--resume: {point.path} does not fit this run's networks ({first}); nothing was changed"
+            ) from None
+        start = int(state["step"])
+        last_ckpt = point.path
+        if is_main:
+            moved = ckpt_io.set_aside_unreadable(point.skipped)
+            for (_, why), aside in zip(point.skipped, moved, strict=True):
+                log(f"warning: {why}; renamed it to {aside.name}, falling back to {point.path.name}")
+            log(f"resuming {work_dir} from {point.path.name} (step {start})")
+            changed = config_changes(state.get("config", {}), to_dict(cfg))
+            if changed:
+                log(f"warning: the config differs from the checkpoint's: {', '.join(changed[:8])}")
+    elif resume:
+        log(f"no checkpoint in {ckpt_dir}; starting from scratch")
+    if is_main:
+        log(f"work_dir: {work_dir}")
+        write_text(work_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False), what="config")
     _wrap_trainable(method, cfg, dist_info)
 
     total = cfg.train.iters
     end = total if max_steps is None else min(total, start + max_steps)
-    logger = MetricLogger(work_dir, enabled=is_main)
+    logger = MetricLogger(work_dir, enabled=is_main, resume_step=start if resume else None)
     val_loader = make_eval_loader(cfg, val, cfg.data.val, shard=dist_info) if val is not None else None
 
     def target_images():
@@ -284,7 +412,15 @@ def _train(cfg, resume, progress, max_steps, device, dist_info, work_dir, ckpt_d
                 "extra": method.extra_state(),
                 "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
             }
-            last_ckpt = ckpt_io.save_checkpoint(ckpt_dir, step, payload, keep_last=cfg.train.keep_last)
+            try:
+                last_ckpt = ckpt_io.save_checkpoint(ckpt_dir, step, payload, keep_last=cfg.train.keep_last)
+            except WriteError as exc:
+                good = (
+                    f"the last good checkpoint is {last_ckpt}"
+                    if last_ckpt
+                    else "no checkpoint was written yet"
+                )
+                raise WriteError(f"{exc}; training stopped at step {step} ({good})") from None
         barrier(dist_info)
         return last_ckpt
 
@@ -304,100 +440,124 @@ def _train(cfg, resume, progress, max_steps, device, dist_info, work_dir, ckpt_d
         method.networks[name].train()
     loader_iter = iter(make_train_loader(cfg, src, tgt, start, dist_info)) if start < end else None
     bar = None
-    if progress and is_main and start < end:
+    if progress and is_main and start < end and is_terminal():
         from tqdm import tqdm
 
         bar = tqdm(total=total, initial=start, desc=f"{cfg.method.name}", dynamic_ncols=True, smoothing=0.05)
+    say = bar.write if bar is not None else log
     t_last = time.perf_counter()
-    with _StopFlag() as stop:
-        step = start
-        while step < end:
-            batch = to_device(next(loader_iter), device, cfg.train.channels_last)
-            active = [n for n, s in spans.items() if s.start <= step < s.end]
-            for name in active:
-                s = spans[name]
-                factor = lr_factor(
-                    step - s.start,
-                    s.end - s.start,
-                    cfg.optim.warmup_iters,
-                    cfg.optim.warmup_ratio,
-                    cfg.optim.power,
-                )
-                set_lr(optimizers[name], cfg.optim.lr, factor)
-                optimizers[name].zero_grad(set_to_none=True)
-            seed = step_seed(cfg.train.seed, step, dist_info.rank)
-            torch.manual_seed(seed)  # dropout / drop-path
-            gen = torch.Generator().manual_seed(seed)
-            want_vis = is_main and cfg.train.debug_every > 0 and (step + 1) % cfg.train.debug_every == 0
-            ctx = StepContext(
-                step=step,
-                generator=gen,
-                want_visuals=want_vis,
-                target_images=target_images if tgt is not None else None,
-                all_reduce=(lambda t: all_reduce_sum(t, dist_info)),
-            )
-            out = method.train_step(batch, ctx)
-            losses = out["losses"]
-            _check_finite(losses, step, last_ckpt)
-            for name in active:
-                optimizers[name].step()
-            step += 1
-
-            if is_main and (step % cfg.train.log_every == 0 or step == end):
-                now = time.perf_counter()
-                rec = {k: float(v) for k, v in losses.items()}
-                rec["lr"] = optimizers[active[0]].param_groups[0]["lr"] if active else 0.0
-                rec["sec_per_iter"] = (now - t_last) / cfg.train.log_every
-                t_last = now
-                logger.log(step, rec)
-            for kind, values in out.get("events", {}).items():
-                values = {meta["classes"][k] if isinstance(k, int) else k: v for k, v in values.items()}
-                logger.log(step, values, kind)
-                if is_main:
-                    text = ", ".join(f"{k} {v:.2f}" for k, v in values.items())
-                    (bar.write if bar else print)(f"step {step} {kind}: {text}")
-            if want_vis and out.get("visuals"):
-                from duda.engine.visuals import save_debug_grid
-
-                save_debug_grid(
-                    out["visuals"], work_dir / "debug" / f"iter_{step:07d}.png", src.labels.palette
-                )
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix({k: f"{float(v):.3f}" for k, v in list(losses.items())[:4]}, refresh=False)
-            if cfg.train.ckpt_every and step % cfg.train.ckpt_every == 0 and step < total:
-                save(step)
-            if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step < total:
-                results = run_eval(step)
-                if is_main and results:
-                    summary = ", ".join(f"{n} {100 * r['miou']:.2f}" for n, r in results.items())
-                    (bar.write if bar else print)(f"step {step}: mIoU {summary}")
-            if stop.signum is not None:
-                save(step)
-                if is_main:
-                    print(
-                        f"received signal {stop.signum}: checkpoint written at step {step}; "
-                        "resume with --resume"
+    try:
+        with _StopFlag() as stop:
+            step = start
+            while step < end:
+                batch = to_device(next(loader_iter), device, cfg.train.channels_last)
+                active = [n for n, s in spans.items() if s.start <= step < s.end]
+                for name in active:
+                    s = spans[name]
+                    factor = lr_factor(
+                        step - s.start,
+                        s.end - s.start,
+                        cfg.optim.warmup_iters,
+                        cfg.optim.warmup_ratio,
+                        cfg.optim.power,
                     )
-                stopped = True
-                break
-    if bar is not None:
-        bar.close()
+                    set_lr(optimizers[name], cfg.optim.lr, factor)
+                    optimizers[name].zero_grad(set_to_none=True)
+                seed = step_seed(cfg.train.seed, step, dist_info.rank)
+                torch.manual_seed(seed)  # dropout / drop-path
+                gen = torch.Generator().manual_seed(seed)
+                want_vis = is_main and cfg.train.debug_every > 0 and (step + 1) % cfg.train.debug_every == 0
+                ctx = StepContext(
+                    step=step,
+                    generator=gen,
+                    want_visuals=want_vis,
+                    target_images=target_images if tgt is not None else None,
+                    all_reduce=(lambda t: all_reduce_sum(t, dist_info)),
+                )
+                out = method.train_step(batch, ctx)
+                losses = out["losses"]
+                _check_finite(losses, step, last_ckpt)
+                for name in active:
+                    optimizers[name].step()
+                step += 1
 
-    if not stopped and step >= total:
-        if last_ckpt is None or not last_ckpt.name.endswith(f"{step:07d}.pt"):
+                if is_main and (step % cfg.train.log_every == 0 or step == end):
+                    now = time.perf_counter()
+                    rec = {k: float(v) for k, v in losses.items()}
+                    rec["lr"] = optimizers[active[0]].param_groups[0]["lr"] if active else 0.0
+                    rec["sec_per_iter"] = (now - t_last) / cfg.train.log_every
+                    t_last = now
+                    logger.log(step, rec)
+                for kind, values in out.get("events", {}).items():
+                    values = {meta["classes"][k] if isinstance(k, int) else k: v for k, v in values.items()}
+                    logger.log(step, values, kind)
+                    if is_main:
+                        text = ", ".join(f"{k} {v:.2f}" for k, v in values.items())
+                        say(f"step {step} {kind}: {text}")
+                if want_vis and out.get("visuals"):
+                    from duda.engine.visuals import save_debug_grid
+
+                    save_debug_grid(
+                        out["visuals"], work_dir / "debug" / f"iter_{step:07d}.png", src.labels.palette
+                    )
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(
+                        {k: f"{float(v):.3f}" for k, v in list(losses.items())[:4]}, refresh=False
+                    )
+                if cfg.train.ckpt_every and step % cfg.train.ckpt_every == 0 and step < total:
+                    save(step)
+                if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step < total:
+                    results = run_eval(step)
+                    if is_main and results:
+                        summary = ", ".join(f"{n} {100 * r['miou']:.2f}" for n, r in results.items())
+                        say(f"step {step}: mIoU {summary}")
+                if stop.signum is not None:
+                    if last_ckpt is None or last_ckpt.name != f"iter_{step:07d}.pt":
+                        save(step)
+                    stopped = True
+                    break
+    finally:
+        if bar is not None:
+            bar.close()
+    if stopped:
+        log(
+            f"received {signal.Signals(stop.signum).name}: checkpoint written at step {step}: {last_ckpt}; "
+            "continue with --resume"
+        )
+        logger.close()
+        return TrainResult(
+            work_dir=work_dir,
+            step=step,
+            metrics={},
+            stopped_early=True,
+            signal=stop.signum,
+            checkpoint=last_ckpt,
+        )
+
+    model_dir = None
+    if step >= total:
+        if last_ckpt is None or last_ckpt.name != f"iter_{step:07d}.pt":
             save(step)
         results = run_eval(step)
         if is_main:
-            ckpt_io.save_deploy_model(work_dir / "model", method.networks["student"], meta)
+            model_dir = ckpt_io.save_deploy_model(work_dir / "model", method.networks["student"], meta)
             if results:
-                (work_dir / "eval.json").write_text(json.dumps(results, indent=2))
-    elif not stopped and step == end:
+                write_text(work_dir / "eval.json", json.dumps(results, indent=2), what="results")
+            log(f"finished {total} steps: model {model_dir} (checkpoint {last_ckpt})")
+    elif step == end:
         save(step)
     if dist_info.enabled:
         _check_ranks_agree(method, work_dir, dist_info)
     logger.close()
-    return TrainResult(work_dir=work_dir, step=step, metrics=results, stopped_early=stopped)
+    return TrainResult(
+        work_dir=work_dir,
+        step=step,
+        metrics=results,
+        stopped_early=False,
+        checkpoint=last_ckpt,
+        model_dir=model_dir,
+    )
 
 
 def weights_checksum(module: torch.nn.Module) -> float:

@@ -15,7 +15,6 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -145,18 +144,9 @@ def write_result_json(
     """Write ``result.to_dict(class_names)`` (plus ``extra`` keys) as JSON, atomically."""
     data = dict(extra or {})
     data.update(result.to_dict(class_names))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from duda.files import write_text
+
+    return write_text(Path(path), json.dumps(data, indent=2) + "\n")
 
 
 class IoUMetric:
