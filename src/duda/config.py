@@ -18,7 +18,7 @@ from duda.errors import ConfigError
 
 @dataclass
 class ModelConfig:
-    name: str = "daformer_mitb5"  # a name from `duda models`
+    name: str = "daformer_mitb5"  # a name from `duda models` (required in an experiment's model section)
     pretrained: str | None = None  # backbone ImageNet weights: local file or hub id (e.g. nvidia/mit-b5)
     arch: dict[str, Any] = field(default_factory=dict)  # architecture overrides (embed_dims, depths, ...)
 
@@ -169,7 +169,17 @@ class ExperimentConfig:
 
 
 def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
-    return from_dict(ExperimentConfig, data)
+    """Build the config; ``model`` (with its ``name``) is required: defaulting the trained network
+    would silently train (and write checkpoints of) a large MiT-B5."""
+    cfg = from_dict(ExperimentConfig, data)
+    model = data.get("model")
+    if not isinstance(model, dict) or "name" not in model:
+        what = "section 'model'" if not isinstance(model, dict) else "key 'model.name'"
+        raise ConfigError(
+            f"missing required {what}: the network to train, e.g. model: {{name: daformer_mitb0}} "
+            "(`duda models` lists the names)"
+        )
+    return cfg
 
 
 def load_config(path: str | None, overrides: list[str] | None = None) -> ExperimentConfig:

@@ -9,6 +9,7 @@ applies ``key.sub=value`` strings from the command line, parsing values as YAML.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
@@ -18,6 +19,25 @@ import yaml
 from duda.errors import ConfigError
 
 T = TypeVar("T")
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading numbers as Python (and YAML 1.2) do.
+
+    PyYAML follows YAML 1.1, where ``6e-4`` and ``1E3`` (an exponent without a dot) are strings,
+    so ``lr: 6e-4`` or ``--set optim.lr=1e-3`` would be rejected as "not a number". Here every
+    float spelling Python accepts is a float: ``6e-4``, ``6E-4``, ``+1e3``, ``1_000e-3``, ``.5``,
+    ``5.``, ``6.0e-4``.
+    """
+
+
+_EXP_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXP_FLOAT, list("-+0123456789"))
+
+
+def yaml_load(text_or_stream: Any) -> Any:
+    """``yaml.safe_load`` with :class:`ConfigLoader` (exponent floats are floats)."""
+    return yaml.load(text_or_stream, Loader=ConfigLoader)  # noqa: S506 (a SafeLoader subclass)
 
 
 def _type_name(tp: Any) -> str:
@@ -84,6 +104,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)
     if tp is int:
+        if isinstance(value, float) and value.is_integer():  # 4e4, 40000.0
+            return int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
@@ -143,7 +165,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. train.iters=1000")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw)
+            value = yaml_load(raw)
         except yaml.YAMLError as exc:
             raise ConfigError(f"override {key}: value {raw!r} is not valid YAML ({exc})") from None
         node = data
@@ -163,7 +185,7 @@ def load_yaml(path: str) -> dict[str, Any]:
     """Read a YAML mapping, with errors naming the file."""
     try:
         with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+            data = yaml_load(fh)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except yaml.YAMLError as exc:

@@ -46,8 +46,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from duda.errors import DudaError
 
+    if args.out and Path(args.out).is_dir():
+        raise DudaError(f"--out {args.out}: is a folder, expected a JSON file name")
+    if args.save_pred and Path(args.save_pred).is_file():
+        raise DudaError(f"--save-pred {args.save_pred}: is a file, expected a folder")
     if args.pred or args.gt:
         if not (args.pred and args.gt):
             raise DudaError("--pred and --gt go together: a folder of predictions and a folder of labels")

@@ -68,6 +68,8 @@ def run_export(args: argparse.Namespace) -> int:
 
     if not 0.0 < args.min_agreement <= 1.0:
         raise DudaError(f"--min-agreement must be in (0, 1], got {args.min_agreement}")
+    if Path(args.out).is_dir():
+        raise DudaError(f"--out {args.out}: is a folder, expected a file name ending in .onnx")
     if Path(args.checkpoint).suffix == ".onnx":
         raise DudaError(f"{args.checkpoint}: already an ONNX file; export from a checkpoint or deploy folder")
     loaded = load_inference_model(args.checkpoint, which=args.which)

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+
+# = duda.evaluation.predict.MAX_WHOLE_PIXELS (not imported: `duda --help` must not load torch)
+MAX_WHOLE_PIXELS = 4096 * 2048
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -61,7 +66,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--device", default="auto", help="torch device: auto (cuda if available), cpu, cuda:0, ..."
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first image that cannot be read (default: predict every readable image, "
+        "list the failures at the end and exit with status 1)",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=MAX_WHOLE_PIXELS,
+        metavar="N",
+        help="whole-mode network inputs above N pixels (after the test-scale resize; e.g. with "
+        f"--no-resize) are predicted with sliding windows of --crop/--stride (default {MAX_WHOLE_PIXELS})",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar (drawn only on a terminal)")
+    parser.epilog = (
+        "Memory: the network sees each image at the model's test scale (or --scale); the label map is "
+        "upsampled to the original size in strips of rows, and inputs above --max-pixels are predicted "
+        "window by window, so an 8000x6000 photo needs a few hundred MB beyond the model. "
+        "Exit status: 0 all images predicted; 1 some images could not be read (listed); 2 an error."
+    )
     parser.set_defaults(func=run_predict)
 
 
@@ -72,12 +97,17 @@ def run_predict(args: argparse.Namespace) -> int:
     from duda.engine.checkpoint import load_inference_model
     from duda.engine.distributed import resolve_device
     from duda.errors import DudaError
-    from duda.evaluation.predict import list_images, predict_images
+    from duda.evaluation.predict import PredictReport, list_images, predict_images
+    from duda.files import check_writable_dir
 
     if not 0.0 <= args.alpha <= 1.0:
         raise DudaError(f"--alpha must be between 0 and 1, got {args.alpha}")
     if min(args.crop) < 1 or min(args.stride) < 1:
         raise DudaError(f"--crop and --stride must be positive, got {args.crop} and {args.stride}")
+    if args.max_pixels < 1:
+        raise DudaError(f"--max-pixels must be positive, got {args.max_pixels}")
+    if Path(args.out).is_file():
+        raise DudaError(f"--out {args.out}: is a file, expected a folder for the outputs")
     device = resolve_device(args.device, what="--device")
     loaded = load_inference_model(args.checkpoint, which=args.which)
     model = loaded.model
@@ -87,13 +117,25 @@ def run_predict(args: argparse.Namespace) -> int:
         device = torch.device("cpu")  # an ONNX session takes and returns numpy arrays on the host
     resize = None if args.no_resize else (tuple(args.scale) if args.scale else loaded.resize)
     paths = list_images(args.input)
-    from pathlib import Path
-
     root = Path(args.input) if Path(args.input).is_dir() else None
-    written = predict_images(
-        model, paths, args.out, loaded.palette, loaded.mean, loaded.std, resize=resize, mode=args.mode,
+    out = check_writable_dir(args.out, "--out")
+    report = PredictReport()
+    predict_images(
+        model, paths, out, loaded.palette, loaded.mean, loaded.std, resize=resize, mode=args.mode,
         crop=tuple(args.crop), stride=tuple(args.stride), overlay_alpha=args.alpha, flip=args.flip,
-        bf16=args.bf16, device=device, root=root, progress=not args.quiet,
+        bf16=args.bf16, device=device, root=root, progress=not args.quiet, strict=args.strict,
+        report=report, max_whole_pixels=args.max_pixels,
     )  # fmt: skip
-    print(f"wrote {3 * len(written)} files for {len(written)} images to {args.out}")
+    n = len(report.written)
+    print(f"wrote {3 * n} files for {n} images to {out.absolute()}")
+    if report.windowed:
+        print(
+            f"note: {report.windowed} image(s) above --max-pixels {args.max_pixels} were predicted with "
+            f"sliding windows of {args.crop[0]}x{args.crop[1]}"
+        )
+    if report.failed:
+        print(f"{len(report.failed)} of {len(paths)} images could not be predicted:", file=sys.stderr)
+        for failure in report.failed:
+            print(f"  {failure.error}", file=sys.stderr)
+        return 1
     return 0

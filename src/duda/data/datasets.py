@@ -511,8 +511,10 @@ class DatasetConfig:
 
 
 def build_dataset(type: str, root: str | Path, split: str = "train", **kw: object) -> SegDataset:
-    """A reader by name: gta, synthia, cityscapes, acdc, darkzurich or folder."""
-    root = Path(root)
+    """A reader by name: gta, synthia, cityscapes, acdc, darkzurich or folder.
+
+    ``root`` is made absolute (not resolved), so every message names the folder unambiguously."""
+    root = Path(root).absolute()
     if type == "gta":
         return GTA5Dataset(root, split, **kw)  # type: ignore[arg-type]
     if type == "synthia":
@@ -526,8 +528,9 @@ def build_dataset(type: str, root: str | Path, split: str = "train", **kw: objec
     if type == "darkzurich":
         return DarkZurichDataset(root, split, **kw)  # type: ignore[arg-type]
     if type == "folder":
-        images = kw.pop("images", None) or root / "images"
+        images = Path(kw.pop("images", None) or root / "images").absolute()  # type: ignore[arg-type]
         labels = kw.pop("labels", None)
+        labels = Path(labels).absolute() if labels is not None else None  # type: ignore[arg-type]
         if labels is None and (root / "labels").is_dir():
             labels = root / "labels"
         classes_file = kw.pop("classes_file", None)

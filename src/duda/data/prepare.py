@@ -9,6 +9,7 @@ or a run after an interrupted one — only does what is missing and ends with a 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
 from collections.abc import Callable, Iterator, Sequence
@@ -28,7 +29,9 @@ from duda.data.datasets import (
 )
 from duda.data.io import image_size, read_label_ids, write_png_atomic, write_text_atomic
 from duda.data.labels import IGNORE_INDEX, class_pixel_counts, count_unknown_ids, map_ids
-from duda.errors import DatasetError
+from duda.errors import DatasetError, DudaError
+from duda.files import WriteError, check_writable_dir
+from duda.progress import progress_bar
 
 FLUSH_EVERY = 500  # statistics entries between writes of the JSON file
 
@@ -203,6 +206,26 @@ def _write_stats(path: Path, entries: dict[str, dict], names: tuple[str, ...]) -
     write_text_atomic(path, json.dumps(data, separators=(",", ":")))
 
 
+def _check_writable(root: Path, stats_path: Path, plans: list[tuple[SegDataset, list[int]]]) -> None:
+    """Before converting anything: every folder that will receive a file must take one."""
+    folders = {stats_path.parent} if any(todo for _, todo in plans) else set()
+    for dataset, todo in plans:
+        if dataset.writes_trainids:
+            folders |= {
+                dataset.samples[i].trainid_label.parent  # type: ignore[union-attr]
+                for i in todo
+                if not dataset.samples[i].trainid_label.exists()  # type: ignore[union-attr]
+            }
+    for folder in sorted(folders):
+        try:
+            check_writable_dir(folder)
+        except WriteError as exc:
+            raise WriteError(
+                f"{exc}; `duda prepare` writes the trainId label maps and {STATS_FILE} into the dataset "
+                f"folder {root}: make it writable, or prepare a writable copy"
+            ) from None
+
+
 def prepare_dataset(
     dataset_type: str,
     root: str | Path,
@@ -218,23 +241,27 @@ def prepare_dataset(
     train/val of each condition, Dark Zurich val). ``kw`` goes to the reader (e.g. folder
     ``images=``/``labels=``/``classes_file=``).
     """
-    from tqdm import tqdm
-
     parts, skipped = open_parts(dataset_type, root, splits, **kw)
-    root = Path(root)
+    root = Path(root).absolute()
     stats_path = root / STATS_FILE
     entries = read_stats_file(stats_path)
     names = parts[0][1].labels.names
     summary = PrepareSummary(class_names=names, splits=[p for p, _ in parts], skipped_splits=skipped)
     summary.class_pixels = np.zeros(len(names), dtype=np.int64)
+    plans = []
     for part_name, dataset in parts:
+        keys = [dataset.stats_key(i) for i in range(len(dataset))] if dataset.has_labels else []
+        todo = [i for i in range(len(keys)) if not _is_complete(dataset, i, entries.get(keys[i]))]
+        plans.append((part_name, dataset, keys, todo))
+    _check_writable(root, stats_path, [(d, todo) for _, d, _, todo in plans])
+    for part_name, dataset, keys, todo in plans:
         if not dataset.has_labels:
             log(f"{part_name}: no labels in this split, nothing to convert")
             continue
-        keys = [dataset.stats_key(i) for i in range(len(dataset))]
-        todo = [i for i in range(len(dataset)) if not _is_complete(dataset, i, entries.get(keys[i]))]
         summary.reused += len(dataset) - len(todo)
-        bar = tqdm(total=len(todo), desc=f"prepare {part_name}", unit="img", disable=not progress or not todo)
+        bar = progress_bar(
+            total=len(todo), enabled=progress and bool(todo), desc=f"prepare {part_name}", unit="img"
+        )
         try:
             for n, (i, entry, written) in enumerate(_run(dataset, todo, workers), 1):
                 entries[keys[i]] = entry
@@ -242,10 +269,15 @@ def prepare_dataset(
                 bar.update(1)
                 if n % FLUSH_EVERY == 0:
                     _write_stats(stats_path, entries, names)
+        except BaseException:
+            if todo:  # keep what was done for the next run, without hiding why this one stopped
+                with contextlib.suppress(DudaError, OSError):
+                    _write_stats(stats_path, entries, names)
+            raise
         finally:
             bar.close()
-            if todo:
-                _write_stats(stats_path, entries, names)
+        if todo:
+            _write_stats(stats_path, entries, names)
         for key in keys:
             entry = entries[key]
             summary.images += 1

@@ -124,6 +124,8 @@ def write_onnx_metadata(path: Path, props: dict[str, str]) -> None:
 class OnnxLogits:
     """A numpy callable around an onnxruntime session: B×3×H×W float32 → B×K×h×w logits."""
 
+    min_input_side = 32  # exported duda models, as SegmentationModel.min_input_side
+
     def __init__(self, path: str | os.PathLike, threads: int = 0, optimize: bool = True) -> None:
         import onnxruntime as ort
 

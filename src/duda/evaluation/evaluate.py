@@ -16,6 +16,7 @@ from torch import nn
 from duda.errors import DatasetError
 from duda.evaluation.inference import infer
 from duda.evaluation.metrics import EvalResult, IoUMetric
+from duda.progress import progress_bar
 
 PredictionHook = Callable[[str, np.ndarray], None]
 
@@ -64,11 +65,7 @@ def accumulate(
     processes before scoring.
     """
     device = torch.device(device)
-    items: Iterable[dict[str, Any]] = loader
-    if progress:
-        from tqdm import tqdm
-
-        items = tqdm(loader, desc=f"eval ({mode})", unit="img", dynamic_ncols=True)
+    items: Iterable[dict[str, Any]] = progress_bar(loader, progress, desc=f"eval ({mode})", unit="img")
     with eval_mode(model):
         for sample in items:
             img = torch.as_tensor(sample["img"]).to(device, non_blocking=True).float()
@@ -211,29 +208,41 @@ def score_folders(
     *,
     ignore_index: int = 255,
     allow_extra_preds: bool = False,
+    allow_invalid: bool = False,
     progress: bool = False,
 ) -> EvalResult:
     """Score a folder of predicted trainId PNGs against a folder of trainId labels.
 
     Files are matched by stem (recursively, without ``pred_suffix`` / ``gt_suffix``); sizes must
-    agree exactly. Predicted values outside ``0..num_classes-1`` count as wrong. ``class_names``
-    is only checked for length here (the names are used by ``EvalResult.table``/``to_dict``).
+    agree exactly. Predicted values outside ``0..num_classes-1`` (e.g. labelIds instead of
+    trainIds, or 255) are an error naming the files, after all files were read, unless
+    ``allow_invalid``, which counts them as wrong. ``class_names`` is only checked for length here
+    (the names are used by ``EvalResult.table``/``to_dict``).
     """
     if class_names is not None and len(class_names) != num_classes:
         raise DatasetError(f"{len(class_names)} class names given for {num_classes} classes")
     pairs = match_folders(pred_dir, gt_dir, pred_suffix, gt_suffix, allow_extra_preds)
     metric = IoUMetric(num_classes, ignore_index=ignore_index)
-    items: Iterable[tuple[str, Path, Path]] = pairs
-    if progress:
-        from tqdm import tqdm
-
-        items = tqdm(pairs, desc="score", unit="img", dynamic_ncols=True)
-    for _key, pred_path, gt_path in items:
+    invalid: list[tuple[Path, int, list[int]]] = []  # (prediction, pixels, values)
+    for _key, pred_path, gt_path in progress_bar(pairs, progress, desc="score", unit="img"):
         pred, gt = read_label_png(pred_path), read_label_png(gt_path)
         if pred.shape != gt.shape:
             raise DatasetError(
                 f"size mismatch: prediction {pred_path} is {pred.shape[1]}×{pred.shape[0]} but label "
                 f"{gt_path} is {gt.shape[1]}×{gt.shape[0]} (W×H); predictions must have the label's full size"
             )
+        bad = pred >= num_classes
+        if bad.any():
+            invalid.append((pred_path, int(bad.sum()), sorted(int(v) for v in np.unique(pred[bad]))))
         metric.update(pred, gt, name=str(gt_path))
+    if invalid and not allow_invalid:
+        pixels = sum(n for _, n, _ in invalid)
+        values = sorted({v for _, _, vs in invalid for v in vs})
+        shown = "; ".join(f"{p} ({n} px: {vs[:5]})" for p, n, vs in invalid[:3])
+        more = f"; ... ({len(invalid)} files in all)" if len(invalid) > 3 else ""
+        raise DatasetError(
+            f"{len(invalid)} of {len(pairs)} predictions hold values outside the {num_classes} classes "
+            f"0..{num_classes - 1} ({pixels} pixels, values {values[:10]}): {shown}{more}; predictions must "
+            "be trainIds (check --num-classes, or whether these are labelIds or colour maps)"
+        )
     return metric.compute()

@@ -53,8 +53,22 @@ def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
 
 
-def _forward(fn: LogitsFn, img: torch.Tensor, bf16: bool, flip: bool) -> torch.Tensor:
-    """Float32 logits at the model's stride; with ``flip`` the mean with the mirrored image's."""
+def min_input_side(model: nn.Module | Callable) -> int:
+    """The shortest image side the model can take (duda models: 32); 0 when it does not say."""
+    return int(getattr(model, "min_input_side", 0) or 0)
+
+
+def _forward(fn: LogitsFn, img: torch.Tensor, bf16: bool, flip: bool, min_side: int = 0) -> torch.Tensor:
+    """Float32 logits at the model's stride; with ``flip`` the mean with the mirrored image's.
+
+    An image with a side shorter than ``min_side`` (a thin strip) is zero-padded at the bottom /
+    right to that size — zero is the mean colour after normalisation — and the logits are
+    returned upsampled to the padded size and cut back to the image (at input resolution)."""
+    h, w = img.shape[-2:]
+    if h < min_side or w < min_side:
+        padded = F.pad(img, (0, max(min_side - w, 0), 0, max(min_side - h, 0)))
+        logits = _forward(fn, padded, bf16, flip)
+        return upsample_logits(logits, tuple(padded.shape[-2:]))[:, :, :h, :w]
     with _autocast(img.device, bf16):
         logits = fn(img).float()
         if flip:
@@ -86,7 +100,7 @@ def infer_whole(
     """
     _check_image(img)
     out_hw = tuple(out_hw) if out_hw is not None else tuple(img.shape[-2:])
-    logits = _forward(as_logits_fn(model), img, bf16, flip)
+    logits = _forward(as_logits_fn(model), img, bf16, flip, min_input_side(model))
     # As mmseg: the segmentor upsamples to its (resized) input, the test loop then to the label size.
     return upsample_logits(upsample_logits(logits, tuple(img.shape[-2:])), out_hw)
 
@@ -132,6 +146,7 @@ def infer_slide(
     """
     _check_image(img)
     fn = as_logits_fn(model)
+    min_side = min_input_side(model)
     b, _, h, w = img.shape
     crop_hw = (int(crop[0]), int(crop[1]))
     out_hw = tuple(out_hw) if out_hw is not None else (h, w)
@@ -142,7 +157,7 @@ def infer_slide(
         pad_h, pad_w = crop_hw[0] - (y1 - y0), crop_hw[1] - (x1 - x0)
         if pad_h > 0 or pad_w > 0:
             window = F.pad(window, (0, max(pad_w, 0), 0, max(pad_h, 0)))
-        logits = _forward(fn, window, bf16, flip)
+        logits = _forward(fn, window, bf16, flip, min_side)
         logits = upsample_logits(logits, tuple(window.shape[-2:]))[:, :, : y1 - y0, : x1 - x0]
         if total is None:
             k = num_classes if num_classes is not None else logits.shape[1]
@@ -174,3 +189,101 @@ def infer(
     if mode == "slide":
         return infer_slide(model, img, crop, stride, num_classes, out_hw, flip=flip, bf16=bf16)
     raise ValueError(f"inference mode must be 'whole' or 'slide', got {mode!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Label maps of large images in bounded memory (duda predict)
+
+#: Bytes of float32 logits handled at once when a label map is assembled in strips.
+STRIP_BYTES = 64 << 20
+
+
+def _source_index(out_size: int, in_size: int, start: int, stop: int, device) -> tuple:
+    """Bilinear (align_corners=False) source rows for output rows ``start..stop``: the lower
+    index, the upper index and the upper weight, computed as PyTorch's CPU kernel does."""
+    scale = torch.tensor(in_size / out_size, dtype=torch.float32)
+    dst = torch.arange(start, stop, dtype=torch.float32, device=device)
+    src = torch.clamp(scale * (dst + 0.5) - 0.5, min=0.0)
+    lo = src.to(torch.long)
+    hi = torch.clamp(lo + 1, max=in_size - 1)
+    return lo, hi, src - lo.to(torch.float32)
+
+
+def argmax_upsampled(
+    logits: torch.Tensor, out_hw: tuple[int, int], max_bytes: int = STRIP_BYTES
+) -> torch.Tensor:
+    """uint8 ``B×H×W`` argmax of ``logits`` (``B×K×h×w``) bilinearly upsampled to ``out_hw``.
+
+    While the upsampled logits fit in ``max_bytes`` this is ``upsample_logits(...).argmax(1)``;
+    beyond, the label map is built in strips of rows with the same interpolation, so memory stays
+    bounded by ``max_bytes`` whatever the output size (an 8000×6000 photo with 19 classes would
+    otherwise need 3.6 GB of logits)."""
+    b, k, h, w = logits.shape
+    out_h, out_w = int(out_hw[0]), int(out_hw[1])
+    if k * out_h * out_w * 4 * b <= max_bytes or (h, w) == (out_h, out_w):
+        return upsample_logits(logits, (out_h, out_w)).argmax(dim=1).to(torch.uint8)
+    labels = torch.empty(b, out_h, out_w, dtype=torch.uint8, device=logits.device)
+    x_lo, x_hi, x_w = _source_index(out_w, w, 0, out_w, logits.device)
+    rows = max(1, max_bytes // (4 * b * k * out_w * 3))
+    for r0 in range(0, out_h, rows):
+        r1 = min(out_h, r0 + rows)
+        y_lo, y_hi, y_w = _source_index(out_h, h, r0, r1, logits.device)
+        need = torch.unique(torch.cat([y_lo, y_hi]))
+        src = logits[:, :, need, :]  # B×K×n×w: only the source rows this strip reads
+        across = src[..., x_lo] * (1 - x_w) + src[..., x_hi] * x_w  # B×K×n×W
+        pos = torch.searchsorted(need, y_lo), torch.searchsorted(need, y_hi)
+        wy = y_w.view(1, 1, -1, 1)
+        strip = across[:, :, pos[0], :] * (1 - wy) + across[:, :, pos[1], :] * wy
+        labels[:, r0:r1] = strip.argmax(dim=1).to(torch.uint8)
+    return labels
+
+
+@torch.no_grad()
+def slide_labels(
+    model: nn.Module | Callable,
+    img: torch.Tensor,
+    crop: tuple[int, int] = (512, 512),
+    stride: tuple[int, int] = (341, 341),
+    *,
+    flip: bool = False,
+    bf16: bool = False,
+) -> torch.Tensor:
+    """uint8 ``B×H×W`` labels of a sliding-window pass, as ``infer_slide(...).argmax(1)`` (the
+    same windows summed in the same order), but holding logits only for the band of rows that
+    windows still cover: memory grows with the image width, not its area."""
+    _check_image(img)
+    fn = as_logits_fn(model)
+    min_side = min_input_side(model)
+    b, _, h, w = img.shape
+    ch, cw = int(crop[0]), int(crop[1])
+    ys = window_starts(h, ch, int(stride[0]))
+    xs = window_starts(w, cw, int(stride[1]))
+    labels = torch.empty(b, h, w, dtype=torch.uint8, device=img.device)
+    band_top = 0  # total/count hold the rows band_top.. that windows still add to
+    total: torch.Tensor | None = None
+    count = torch.zeros(1, 1, 0, w, device=img.device)
+    for i, y0 in enumerate(ys):
+        y1 = min(y0 + ch, h)
+        for x0 in xs:
+            x1 = min(x0 + cw, w)
+            window = img[:, :, y0:y1, x0:x1]
+            pad_h, pad_w = ch - (y1 - y0), cw - (x1 - x0)
+            if pad_h > 0 or pad_w > 0:
+                window = F.pad(window, (0, max(pad_w, 0), 0, max(pad_h, 0)))
+            logits = _forward(fn, window, bf16, flip, min_side)
+            logits = upsample_logits(logits, tuple(window.shape[-2:]))[:, :, : y1 - y0, : x1 - x0]
+            if total is None:
+                total = torch.zeros(b, logits.shape[1], 0, w, device=img.device)
+            grow = (y1 - band_top) - total.shape[2]
+            if grow > 0:  # extend the band downwards with zero rows
+                total = torch.cat([total, total.new_zeros(b, total.shape[1], grow, w)], dim=2)
+                count = torch.cat([count, count.new_zeros(1, 1, grow, w)], dim=2)
+            total[:, :, y0 - band_top : y1 - band_top, x0:x1] += logits
+            count[:, :, y0 - band_top : y1 - band_top, x0:x1] += 1
+        done = ys[i + 1] if i + 1 < len(ys) else h  # no later window reaches above this row
+        n = done - band_top
+        assert total is not None
+        labels[:, band_top:done] = (total[:, :, :n] / count[:, :, :n]).argmax(dim=1).to(torch.uint8)
+        total, count = total[:, :, n:].clone(), count[:, :, n:].clone()
+        band_top = done
+    return labels

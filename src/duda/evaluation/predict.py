@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,10 @@ from torch import nn
 
 from duda.errors import DatasetError
 from duda.evaluation.evaluate import eval_mode
-from duda.evaluation.inference import infer
+from duda.evaluation.inference import argmax_upsampled, infer, slide_labels
 from duda.evaluation.visualize import colorize, overlay, save_png
+from duda.files import ensure_dir
+from duda.progress import progress_bar
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -84,6 +87,11 @@ def output_paths(image: Path, out_dir: Path, root: Path | None = None) -> dict[s
     return {kind: folder / f"{image.stem}_{kind}.png" for kind in ("trainIds", "color", "overlay")}
 
 
+#: Whole-image inputs above this many pixels (without a test-scale resize) are predicted with
+#: sliding windows instead, so the network never sees an unbounded image (see ``predict_label``).
+MAX_WHOLE_PIXELS = 4096 * 2048
+
+
 def predict_label(
     model: nn.Module | Callable,
     rgb: np.ndarray,
@@ -97,11 +105,40 @@ def predict_label(
     flip: bool = False,
     bf16: bool = False,
     device: torch.device | str = "cpu",
+    max_whole_pixels: int = MAX_WHOLE_PIXELS,
 ) -> np.ndarray:
-    """uint8 ``H×W`` trainId map of one RGB image at its original size."""
+    """uint8 ``H×W`` trainId map of one RGB image at its original size, in bounded memory.
+
+    The network sees the image resized to ``resize`` (the model's test scale) when given; an
+    input that is still larger than ``max_whole_pixels`` in ``whole`` mode (e.g. ``--no-resize``
+    on a 48-megapixel photo) is predicted with sliding windows of ``crop``/``stride``, holding
+    logits for one band of windows at a time. The logits are then upsampled to the original
+    size and reduced to labels in strips of rows, never as one full-size ``K×H×W`` tensor."""
     x = image_to_tensor(rgb, mean, std, resize).to(device)
-    logits = infer(model, x, tuple(rgb.shape[:2]), mode=mode, crop=crop, stride=stride, flip=flip, bf16=bf16)
-    return logits[0].argmax(dim=0).to(torch.uint8).cpu().numpy()
+    out_hw = tuple(rgb.shape[:2])
+    in_pixels = x.shape[-2] * x.shape[-1]
+    if mode == "slide" or (mode == "whole" and in_pixels > max_whole_pixels):
+        if tuple(x.shape[-2:]) == out_hw:
+            return slide_labels(model, x, crop, stride, flip=flip, bf16=bf16)[0].cpu().numpy()
+        logits = infer(model, x, None, mode="slide", crop=crop, stride=stride, flip=flip, bf16=bf16)
+    else:
+        logits = infer(model, x, None, mode=mode, crop=crop, stride=stride, flip=flip, bf16=bf16)
+    return argmax_upsampled(logits, out_hw)[0].cpu().numpy()
+
+
+@dataclass
+class PredictFailure:
+    image: Path
+    error: str
+
+
+@dataclass
+class PredictReport:
+    """What ``predict_images`` did: the outputs per predicted image and the images that failed."""
+
+    written: list[dict[str, Path]] = field(default_factory=list)
+    failed: list[PredictFailure] = field(default_factory=list)
+    windowed: int = 0  # images predicted with sliding windows because they were too large
 
 
 def predict_images(
@@ -122,6 +159,9 @@ def predict_images(
     device: torch.device | str = "cpu",
     root: str | os.PathLike[str] | None = None,
     progress: bool = False,
+    strict: bool = True,
+    report: PredictReport | None = None,
+    max_whole_pixels: int = MAX_WHOLE_PIXELS,
 ) -> list[dict[str, Path]]:
     """Predict each image and write ``<stem>_trainIds.png`` (uint8 trainIds), ``<stem>_color.png``
     (palette colours) and ``<stem>_overlay.png`` (colours blended over the image with
@@ -130,8 +170,13 @@ def predict_images(
     ``model`` is an ``nn.Module`` (not moved: pass the ``device`` it lives on) or a numpy
     callable (ONNX). ``resize`` is the keep-ratio test scale (W, H), or None to predict at the
     original size. With ``root``, sub-folders below it are mirrored in ``out_dir``.
+
+    With ``strict`` the first image that cannot be read stops everything (a ``DatasetError``);
+    otherwise it is recorded in ``report.failed`` and the next image is predicted. Failures to
+    write the outputs (disk full, read-only) always stop.
     """
-    out = Path(out_dir)
+    out = ensure_dir(out_dir, "output folder")
+    report = report if report is not None else PredictReport()
     root_path = Path(root) if root is not None else None
     planned = [output_paths(Path(p), out, root_path) for p in paths]
     seen: dict[Path, Path] = {}
@@ -142,21 +187,33 @@ def predict_images(
                 "rename one or predict them into separate folders"
             )
         seen[dst["trainIds"]] = Path(src)
-    items: Any = list(zip(paths, planned, strict=True))
-    if progress:
-        from tqdm import tqdm
-
-        items = tqdm(items, desc="predict", unit="img", dynamic_ncols=True)
-    written = []
+    items: Any = progress_bar(list(zip(paths, planned, strict=True)), progress, desc="predict", unit="img")
     with eval_mode(model):
         for src, dst in items:
-            rgb = load_rgb(src)
+            try:
+                rgb = load_rgb(src)
+            except DatasetError as exc:
+                if strict:
+                    raise
+                report.failed.append(PredictFailure(Path(src), str(exc)))
+                continue
+            big = mode == "whole" and _input_pixels(rgb, resize) > max_whole_pixels
+            report.windowed += big
             label = predict_label(
-                model, rgb, mean, std, resize, mode, crop, stride, flip=flip, bf16=bf16, device=device
-            )
+                model, rgb, mean, std, resize, mode, crop, stride, flip=flip, bf16=bf16, device=device,
+                max_whole_pixels=max_whole_pixels,
+            )  # fmt: skip
             color = colorize(label, palette)
             save_png(dst["trainIds"], label)
             save_png(dst["color"], color)
             save_png(dst["overlay"], overlay(rgb, color, overlay_alpha))
-            written.append(dst)
-    return written
+            del rgb, label, color
+            report.written.append(dst)
+    return report.written
+
+
+def _input_pixels(rgb: np.ndarray, resize: tuple[int, int] | None) -> int:
+    h, w = rgb.shape[:2]
+    if resize is not None:
+        w, h = keep_ratio_size(w, h, resize)
+    return w * h

@@ -47,8 +47,12 @@ def overlay(
     img, color = _as_rgb(img), _as_rgb(color)
     if img.shape != color.shape:
         raise ValueError(f"image {img.shape} and colour map {color.shape} differ in size")
-    blend = img.astype(np.float32) * (1.0 - alpha) + color.astype(np.float32) * alpha
-    out = np.clip(np.rint(blend), 0, 255).astype(np.uint8)
+    out = np.empty_like(img)
+    rows = max(1, (1 << 22) // max(img.shape[1], 1))  # float temporaries of ~4 Mpx at a time
+    for r0 in range(0, img.shape[0], rows):
+        part = slice(r0, r0 + rows)
+        blend = img[part].astype(np.float32) * (1.0 - alpha) + color[part].astype(np.float32) * alpha
+        out[part] = np.clip(np.rint(blend), 0, 255).astype(np.uint8)
     if mask is not None:
         out = np.where(np.asarray(mask, dtype=bool)[:, :, None], out, img)
     return out

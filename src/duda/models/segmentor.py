@@ -28,6 +28,10 @@ class SegmentationModel(nn.Module):
     def num_classes(self) -> int:
         return int(self.spec["num_classes"])
 
+    #: Inputs with a side shorter than this are zero-padded by ``duda.evaluation.inference``: the
+    #: encoders reduce by up to 32 and MiT's attention reduction convolutions need that many pixels.
+    min_input_side = 32
+
     def forward(
         self, x: torch.Tensor, return_features: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
