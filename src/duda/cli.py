@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         result = args.func(args)
     except DudaError as exc:
         print(f"duda {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return int(getattr(exc, "exit_code", 2))
     except OSError as exc:  # a file system failure no check foresaw: still one line, no traceback
         from duda.files import reason
 

@@ -15,3 +15,11 @@ class DatasetError(DudaError):
 
 class CheckpointError(DudaError):
     """A weights file or training checkpoint cannot be used."""
+
+
+class StoppedBySignal(DudaError):
+    """A run stopped by SIGTERM / SIGINT after writing its checkpoint; the CLI exits 128 + signal."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum

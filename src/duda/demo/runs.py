@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from duda.errors import ConfigError
+from duda.errors import ConfigError, StoppedBySignal
 
 BENCH_SEED = 0  # the benchmark's seed: fixed before any method was run on it (docs/benchmark.md)
 DOMAINS = ("real", "night", "fog")
@@ -239,7 +239,17 @@ def run_demo(
                 log(f"[seed {seed}] {variant.key}: finished earlier, reusing {done}")
             else:
                 log(f"[seed {seed}] {variant.key}: training {cfg.train.iters} iterations in {work}")
-                metrics = train(cfg, resume=True, progress=progress).metrics
+                result = train(cfg, resume=True, progress=progress)
+                if result.stopped_early:
+                    import signal
+
+                    name = signal.Signals(result.signal).name if result.signal else "a signal"
+                    raise StoppedBySignal(
+                        f"stopped by {name} during {work} (checkpoint {result.checkpoint}); run the same "
+                        "`duda demo` command again to continue",
+                        result.signal or signal.SIGTERM,
+                    )
+                metrics = result.metrics
             seconds = time.perf_counter() - t0
             timing[f"seed {seed}: {variant.key}"] = seconds
             for network, label in variant.rows:

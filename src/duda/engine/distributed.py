@@ -49,9 +49,7 @@ def resolve_device(name: str, local_rank: int = 0, what: str = "device") -> torc
             )
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
-            raise ConfigError(
-                f"{what} {name!r}: this machine has {count} GPU(s) (cuda:0..cuda:{count - 1})"
-            )
+            raise ConfigError(f"{what} {name!r}: this machine has {count} GPU(s) (cuda:0..cuda:{count - 1})")
     elif device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"{what} {name!r}: Apple MPS is not available on this machine; use cpu or auto")
     return device
