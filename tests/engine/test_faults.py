@@ -255,9 +255,8 @@ def test_concurrent_training_is_refused_and_a_stale_lock_taken_over(synth_root, 
 
 
 def test_lock_in_process_names_the_holder(tmp_path):
-    with WorkDirLock(tmp_path / "w"):
-        with pytest.raises(Exception, match=rf"PID {os.getpid()} on host"):
-            WorkDirLock(tmp_path / "w").acquire()
+    with WorkDirLock(tmp_path / "w"), pytest.raises(Exception, match=rf"PID {os.getpid()} on host"):
+        WorkDirLock(tmp_path / "w").acquire()
     assert not (tmp_path / "w" / LOCK_NAME).exists()
     WorkDirLock(tmp_path / "w").acquire().release()
 
@@ -357,7 +356,8 @@ def test_signal_at_a_random_step_exits_128_plus_n_and_resumes_bit_identically(re
     assert done.returncode == 0 and f"(step {step})" in out, f"{note}: {out}"
     assert_same_weights(final_state(work), final_state(ref_run))
     records = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records if r["split"] == "train"] == list(range(1, ITERS + 1)), note  # each step logged once across both attempts
+    train_steps = [r["step"] for r in records if r["split"] == "train"]
+    assert train_steps == list(range(1, ITERS + 1)), note  # each step logged once over both attempts
 
 
 # ------------------------------------------------------------------ 6. messages, not tracebacks
@@ -616,8 +616,10 @@ def test_predict_switches_to_windows_above_max_pixels(ref_run, tmp_path, capsys)
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 400, 3), np.uint8)).save(
         tmp_path / "big.png"
     )
-    code, out, _ = cli(capsys, "predict", ref_run / "model", tmp_path / "big.png", "--out", tmp_path / "p",
-                       "--no-resize", "--max-pixels", "10000", "--crop", "64", "64", "--stride", "48", "48")  # fmt: skip
+    args = ["--no-resize", "--max-pixels", "10000", "--crop", "64", "64", "--stride", "48", "48"]
+    code, out, _ = cli(
+        capsys, "predict", ref_run / "model", tmp_path / "big.png", "--out", tmp_path / "p", *args
+    )
     assert code == 0 and "1 image(s) above --max-pixels 10000 were predicted with sliding windows" in out
     assert np.asarray(Image.open(tmp_path / "p" / "big_trainIds.png")).shape == (300, 400)
 

@@ -83,8 +83,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar (drawn only on a terminal)")
     parser.epilog = (
         "Memory: the network sees each image at the model's test scale (or --scale); the label map is "
-        "upsampled to the original size in strips of rows, and inputs above --max-pixels are predicted "
-        "window by window, so an 8000x6000 photo needs a few hundred MB beyond the model. "
+        "upsampled to the original size one class at a time (about 15 bytes per pixel: 0.7 GB beyond the "
+        "model for an 8000x6000 photo), and inputs above --max-pixels are predicted window by window. "
         "Exit status: 0 all images predicted; 1 some images could not be read (listed); 2 an error."
     )
     parser.set_defaults(func=run_predict)

@@ -194,47 +194,32 @@ def infer(
 # ---------------------------------------------------------------------------------------------
 # Label maps of large images in bounded memory (duda predict)
 
-#: Bytes of float32 logits handled at once when a label map is assembled in strips.
-STRIP_BYTES = 64 << 20
-
-
-def _source_index(out_size: int, in_size: int, start: int, stop: int, device) -> tuple:
-    """Bilinear (align_corners=False) source rows for output rows ``start..stop``: the lower
-    index, the upper index and the upper weight, computed as PyTorch's CPU kernel does."""
-    scale = torch.tensor(in_size / out_size, dtype=torch.float32)
-    dst = torch.arange(start, stop, dtype=torch.float32, device=device)
-    src = torch.clamp(scale * (dst + 0.5) - 0.5, min=0.0)
-    lo = src.to(torch.long)
-    hi = torch.clamp(lo + 1, max=in_size - 1)
-    return lo, hi, src - lo.to(torch.float32)
+#: Bytes of upsampled float32 logits above which a label map is built one class at a time.
+FULL_LOGITS_BYTES = 256 << 20
 
 
 def argmax_upsampled(
-    logits: torch.Tensor, out_hw: tuple[int, int], max_bytes: int = STRIP_BYTES
+    logits: torch.Tensor, out_hw: tuple[int, int], max_bytes: int = FULL_LOGITS_BYTES
 ) -> torch.Tensor:
     """uint8 ``B×H×W`` argmax of ``logits`` (``B×K×h×w``) bilinearly upsampled to ``out_hw``.
 
-    While the upsampled logits fit in ``max_bytes`` this is ``upsample_logits(...).argmax(1)``;
-    beyond, the label map is built in strips of rows with the same interpolation, so memory stays
-    bounded by ``max_bytes`` whatever the output size (an 8000×6000 photo with 19 classes would
-    otherwise need 3.6 GB of logits)."""
+    While the upsampled logits fit in ``max_bytes`` this is ``upsample_logits(...).argmax(1)``.
+    Beyond, the classes are upsampled one at a time (the same ``F.interpolate`` per channel, so
+    bit-identical) into a running maximum: about 10 bytes per output pixel instead of ``4·K`` (an
+    8000×6000 photo with 19 classes: 0.4 GB instead of 3.6 GB). Ties go to the lower class, as
+    ``argmax`` does."""
     b, k, h, w = logits.shape
     out_h, out_w = int(out_hw[0]), int(out_hw[1])
-    if k * out_h * out_w * 4 * b <= max_bytes or (h, w) == (out_h, out_w):
+    if b * k * out_h * out_w * 4 <= max_bytes or k > 255:
         return upsample_logits(logits, (out_h, out_w)).argmax(dim=1).to(torch.uint8)
-    labels = torch.empty(b, out_h, out_w, dtype=torch.uint8, device=logits.device)
-    x_lo, x_hi, x_w = _source_index(out_w, w, 0, out_w, logits.device)
-    rows = max(1, max_bytes // (4 * b * k * out_w * 3))
-    for r0 in range(0, out_h, rows):
-        r1 = min(out_h, r0 + rows)
-        y_lo, y_hi, y_w = _source_index(out_h, h, r0, r1, logits.device)
-        need = torch.unique(torch.cat([y_lo, y_hi]))
-        src = logits[:, :, need, :]  # B×K×n×w: only the source rows this strip reads
-        across = src[..., x_lo] * (1 - x_w) + src[..., x_hi] * x_w  # B×K×n×W
-        pos = torch.searchsorted(need, y_lo), torch.searchsorted(need, y_hi)
-        wy = y_w.view(1, 1, -1, 1)
-        strip = across[:, :, pos[0], :] * (1 - wy) + across[:, :, pos[1], :] * wy
-        labels[:, r0:r1] = strip.argmax(dim=1).to(torch.uint8)
+    best = upsample_logits(logits[:, :1], (out_h, out_w))[:, 0]
+    labels = torch.zeros(b, out_h, out_w, dtype=torch.uint8, device=logits.device)
+    for c in range(1, k):
+        score = upsample_logits(logits[:, c : c + 1], (out_h, out_w))[:, 0]
+        better = score > best
+        torch.maximum(best, score, out=best)
+        labels.masked_fill_(better, c)
+        del score, better
     return labels
 
 

@@ -72,7 +72,7 @@ def image_to_tensor(
     x = torch.tensor(rgb, dtype=torch.float32).permute(2, 0, 1)  # a copy: inputs may be read-only
     mean_t = torch.tensor([float(m) for m in mean]).view(3, 1, 1)
     std_t = torch.tensor([float(s) for s in std]).view(3, 1, 1)
-    return ((x - mean_t) / std_t).unsqueeze(0)
+    return x.sub_(mean_t).div_(std_t).unsqueeze(0)  # in place: one float copy of a large image
 
 
 def output_paths(image: Path, out_dir: Path, root: Path | None = None) -> dict[str, Path]:
