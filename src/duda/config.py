@@ -137,7 +137,7 @@ class TrainConfig:
     eval_crop: tuple[int, int] = (1024, 1024)  # slide window (H, W)
     eval_stride: tuple[int, int] = (512, 512)
     ckpt_every: int = 2000  # iterations between checkpoints
-    keep_last: int = 3  # checkpoints kept
+    keep_last: int = 3  # checkpoints kept (0 = all); >= 2 leaves one to resume from if the newest is damaged
     log_every: int = 50  # iterations between JSONL/TensorBoard records
     debug_every: int = 0  # iterations between debug image grids; 0 = never
     max_eval_images: int = 0  # 0 = the whole val split

@@ -261,6 +261,31 @@ def test_lock_in_process_names_the_holder(tmp_path):
     WorkDirLock(tmp_path / "w").acquire().release()
 
 
+def test_lock_without_flock_checks_the_pid(tmp_path, monkeypatch):
+    """File systems without flock (some network mounts): the holder's PID decides, same host only."""
+    import fcntl
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    work = tmp_path / "w"
+    work.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    (work / LOCK_NAME).write_text(json.dumps({"pid": dead.pid, "host": host, "started": 1.0}))
+    lock = WorkDirLock(work).acquire()  # the holder is gone: taken over
+    assert lock.took_over["pid"] == dead.pid and "no longer running" in lock.stale_note
+    lock.release()
+    (work / LOCK_NAME).write_text(json.dumps({"pid": os.getppid(), "host": host, "started": 1.0}))
+    with pytest.raises(Exception, match=rf"in use by another training \(PID {os.getppid()} on host {host}"):
+        WorkDirLock(work).acquire()
+    (work / LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "elsewhere", "started": 1.0}))
+    with pytest.raises(Exception, match="may be in use by PID 1 on host elsewhere"):
+        WorkDirLock(work).acquire()
+
+
 # ------------------------------------------------------ 3. --resume with another run's checkpoint
 
 
