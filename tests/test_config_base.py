@@ -46,3 +46,16 @@ def test_overrides_parse_yaml_values():
     assert cfg.iters == 20 and cfg.inner.kind == "sigmoid" and cfg.name is None
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         apply_overrides({}, ["iters"])
+
+
+def test_every_python_float_spelling_is_a_number():
+    from duda.config_base import yaml_load
+
+    for text, value in [("6e-4", 6e-4), ("6E-4", 6e-4), ("+1e3", 1e3), ("-1e-3", -1e-3), ("1_000e-3", 1.0),
+                        ("1.0e4", 1e4), (".5", 0.5), ("5.", 5.0), ("6.0e-4", 6e-4)]:  # fmt: skip
+        assert yaml_load(f"lr: {text}") == {"lr": value}, text
+        assert from_dict(Outer, apply_overrides({}, [f"lr={text}"])).lr == value
+    assert yaml_load("a: 12\nb: 1e\nc: e5\nd: abc") == {"a": 12, "b": "1e", "c": "e5", "d": "abc"}
+    assert from_dict(Outer, {"iters": 4e4}).iters == 40000  # an integral float for an int key
+    with pytest.raises(ConfigError, match="iters: expected an integer"):
+        from_dict(Outer, {"iters": 2.5})

@@ -378,6 +378,7 @@ def _run(
             changed = config_changes(state.get("config", {}), to_dict(cfg))
             if changed:
                 log(f"warning: the config differs from the checkpoint's: {', '.join(changed[:8])}")
+        point.state = state = {}  # loaded: do not hold a second copy of every network while training
     elif resume:
         log(f"no checkpoint in {ckpt_dir}; starting from scratch")
     if is_main:
