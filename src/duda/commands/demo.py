@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="train and report only these of the seeds, e.g. 1,2 (to run seeds in parallel processes)",
     )
+    p.add_argument(
+        "--only-runs", default=None, help="train and report only these runs, e.g. source_only,daformer"
+    )
     p.add_argument("--out", default=None, help="run and report folder (default: runs/demo[_quick]_<domain>)")
     p.add_argument("--data", default=None, help="benchmark data folder (default: data/synth[_quick])")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         only_seeds=_seed_list(args.only_seeds, args.seeds),
         progress=not args.no_progress,
-        variants=BASELINES if args.baselines else DEMO,
+        variants=_variants(BASELINES if args.baselines else DEMO, args.only_runs),
         timing=timing,
     )
     rows = aggregate(results)
@@ -96,3 +99,16 @@ def _seed_list(text: str | None, seeds: int) -> list[int] | None:
     if not chosen or chosen[0] < 0 or chosen[-1] >= seeds:
         raise ConfigError(f"--only-seeds {text!r}: expected seeds in 0..{seeds - 1} (--seeds {seeds})")
     return chosen
+
+
+def _variants(variants, text: str | None):
+    from duda.errors import ConfigError
+
+    if text is None:
+        return variants
+    keys = [k.strip() for k in text.split(",") if k.strip()]
+    known = [v.key for v in variants]
+    unknown = [k for k in keys if k not in known]
+    if unknown or not keys:
+        raise ConfigError(f"--only-runs {text!r}: expected some of {', '.join(known)}")
+    return tuple(v for v in variants if v.key in keys)

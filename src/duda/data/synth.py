@@ -32,7 +32,8 @@ from duda.data.synth_scene import (
 from duda.data.synth_style import STYLES, add_sensor_noise, apply_fog, apply_night, finish_real
 from duda.errors import DatasetError
 
-GENERATOR_VERSION = 1
+# 2: REAL_SHIFT 1.5x further from identity (calibration round 2 of the premise benchmark)
+GENERATOR_VERSION = 2
 DOMAINS = ("game", "real", "night", "fog")
 DOMAIN_CODES = {name: code for code, name in enumerate(DOMAINS)}
 VAL_INDEX_OFFSET = 1_000_000  # val samples use their own index range, independent of the train count
