@@ -18,7 +18,7 @@ from pathlib import Path
 
 from duda.config import load_config
 from duda.demo.report import markdown_table, model_stats
-from duda.demo.runs import DEFAULT, DEMO, Variant, aggregate, configs_dir, run_demo
+from duda.demo.runs import DEFAULT, DEMO, NO_INCONSISTENCY, Variant, aggregate, configs_dir, run_demo
 
 
 def variants() -> tuple[Variant, ...]:
@@ -47,15 +47,16 @@ def variants() -> tuple[Variant, ...]:
             (f"method.duda.stage1_iters={n}",),
         ),
         Variant(
-            "abl_finetune",
-            "duda",
+            NO_INCONSISTENCY.key,
+            NO_INCONSISTENCY.config,
             (("student", "+ fine-tuning (no inconsistency weights)"),),
-            ("method.duda.inconsistency=false",),
+            NO_INCONSISTENCY.overrides,
+            start_from="duda",
         ),
         Variant(
             "duda",
             "duda",
-            (("student", "+ inconsistency weights (= DUDA)"), ("teacher", "large model T (reference)")),
+            (("student", "+ inconsistency weights (= DUDA)"), ("large", "large model L (reference)")),
         ),
         Variant(
             "mic_large",
@@ -65,6 +66,8 @@ def variants() -> tuple[Variant, ...]:
                 "method.name=mic",
                 f"model.name={large.name}",
                 f"model.arch={arch}",
+                f"model.pretrained={large.pretrained}",
+                f"train.iters={base.method.duda.stage1_iters}",
                 "method.uda.mask_block_size=16",
             ),
         ),
@@ -73,6 +76,7 @@ def variants() -> tuple[Variant, ...]:
             "duda",
             (("student", "+ multi-teacher (T + MIC large)"),),
             ("method.duda.teachers=[{checkpoint: '{seed_dir}/mic_large', network: teacher}]",),
+            start_from="duda",  # differs from DUDA in stage 2 only
         ),
     )
 
@@ -86,13 +90,22 @@ def main() -> None:
     )
     ap.add_argument("--data", default="data/synth")
     ap.add_argument("--doc", default="docs/ablation.md", help="write the table here")
+    ap.add_argument("--only-runs", default=None, help="comma-separated run keys to train and report")
     args = ap.parse_args()
     out = Path(args.out or f"runs/demo_{args.domain}")
     t0 = time.perf_counter()
     order = variants()
+    if args.only_runs:
+        keep = set(args.only_runs.split(","))
+        order = tuple(v for v in order if v.key in keep)
     # runs shared with `duda demo` go last: a demo running beside this script trains them first
-    shared = {"source_only", "daformer", "duda"}
-    todo = tuple(v for v in order if v.key not in shared) + tuple(v for v in order if v.key in shared)
+    shared = {"source_only", "daformer", "duda", NO_INCONSISTENCY.key}
+    # runs that start from DUDA's stage-1 checkpoint need the duda run first
+    todo = (
+        tuple(v for v in order if v.key in shared and not v.start_from)
+        + tuple(v for v in order if v.key not in shared and not v.start_from)
+        + tuple(v for v in order if v.start_from)
+    )
     results = run_demo(out, Path(args.data), args.domain, seeds=args.seeds, progress=False, variants=todo)
     rank = {v.key: i for i, v in enumerate(order)}
     results.sort(key=lambda r: (r.seed, rank[r.run], r.network != "student"))
