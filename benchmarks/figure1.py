@@ -93,12 +93,20 @@ def main() -> None:
         "--out", default=None, help="run folder (default runs/demo_<domain>, shared with duda demo)"
     )
     ap.add_argument("--data", default="data/synth")
+    ap.add_argument(
+        "--only-runs", default=None, help="comma-separated run keys to train (others reused if done)"
+    )
+    ap.add_argument("--no-report", action="store_true", help="train only (e.g. in parallel processes)")
     args = ap.parse_args()
     out = Path(args.out or f"runs/demo_{args.domain}")
     t0 = time.perf_counter()
-    results = run_demo(
-        out, Path(args.data), args.domain, seeds=args.seeds, progress=False, variants=variants()
-    )
+    chosen = variants()
+    if args.only_runs:
+        keep = set(args.only_runs.split(","))
+        chosen = tuple(v for v in chosen if v.key in keep)
+    results = run_demo(out, Path(args.data), args.domain, seeds=args.seeds, progress=False, variants=chosen)
+    if args.no_report:
+        return
     rows = aggregate(results)
     stats = {r["name"]: model_stats(r["model_name"], r["arch"], DEFAULT.size) for r in rows}
     lines = [
