@@ -18,18 +18,23 @@ from pathlib import Path
 
 from duda.config import load_config
 from duda.demo.report import markdown_table, model_stats
-from duda.demo.runs import DEFAULT, DEMO, NO_INCONSISTENCY, Variant, aggregate, configs_dir, run_demo
+from duda.demo.runs import (
+    DEFAULT,
+    DEMO,
+    NO_INCONSISTENCY,
+    Variant,
+    aggregate,
+    arch_text,
+    configs_dir,
+    run_demo,
+)
 
 
 def variants() -> tuple[Variant, ...]:
     base = load_config(str(configs_dir() / "duda.yaml"))
     n = base.train.iters
     large = base.method.duda.large
-    arch = (
-        "{"
-        + ", ".join(f"{k}: {list(v) if isinstance(v, (list, tuple)) else v}" for k, v in large.arch.items())
-        + "}"
-    )
+    arch = arch_text(large.arch)
     by_key = {v.key: v for v in DEMO}
     return (
         by_key["source_only"],

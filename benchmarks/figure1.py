@@ -18,19 +18,14 @@ from pathlib import Path
 
 from duda.demo.pretrained import DEMO_ENCODERS
 from duda.demo.report import model_stats
-from duda.demo.runs import DEFAULT, DEMO, Variant, aggregate, run_demo
+from duda.demo.runs import DEFAULT, DEMO, Variant, aggregate, arch_text, run_demo
 
 SIZES = ("small", "medium", "wide")
 
 
 def _arch_override(key: str) -> tuple[str, ...]:
     name, arch = DEMO_ENCODERS[key]
-    text = (
-        "{"
-        + ", ".join(f"{k}: {list(v) if isinstance(v, (list, tuple)) else v}" for k, v in arch.items())
-        + "}"
-    )
-    return (f"model.name={name}", f"model.arch={text}", f"model.pretrained=duda:{key}")
+    return (f"model.name={name}", f"model.arch={arch_text(arch)}", f"model.pretrained=duda:{key}")
 
 
 def variants() -> tuple[Variant, ...]:

@@ -155,6 +155,15 @@ BASELINES = (
 )
 
 
+def arch_text(arch: dict) -> str:
+    """Architecture overrides as one ``--set model.arch=...`` value (YAML flow mapping)."""
+    return (
+        "{"
+        + ", ".join(f"{k}: {list(v) if isinstance(v, (list, tuple)) else v}" for k, v in arch.items())
+        + "}"
+    )
+
+
 def ensure_pretrained(cfg, cache_dir: Path, log=print) -> float:
     """Point every ``duda:KEY`` encoder of ``cfg`` at usable weights: the shipped file when it is
     there and up to date, else one pretrained now into ``cache_dir``. Returns seconds spent."""

@@ -330,25 +330,39 @@ def _listing(keys: list[str], limit: int = 6) -> str:
     return f"{shown}, … ({len(keys)} in all)" if len(keys) > limit else shown
 
 
-def load_state_into_backbone(backbone: nn.Module, state: dict[str, torch.Tensor], origin: str) -> None:
-    """Load ``state`` (already in the backbone's layout) strictly; errors list offending keys."""
-    expected = backbone.state_dict()
-    # Old torchvision checkpoints lack BN's step counter; it carries no weights.
-    missing = sorted(k for k in expected if k not in state and not k.endswith("num_batches_tracked"))
+def state_mismatches(
+    expected: dict[str, torch.Tensor],
+    state: dict[str, torch.Tensor],
+    labels: tuple[str, str] = ("missing keys", "unexpected keys"),
+    optional_suffix: str | None = None,
+) -> list[str]:
+    """What keeps ``state`` from loading strictly into a module with ``expected`` tensors: the
+    missing, unexpected and wrongly shaped keys, as message parts (empty when it fits).
+    Expected keys ending in ``optional_suffix`` may be missing."""
+    missing = sorted(
+        k for k in expected if k not in state and not (optional_suffix and k.endswith(optional_suffix))
+    )
     unexpected = sorted(k for k in state if k not in expected)
     wrong_shape = sorted(
         f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
         for k in state
         if k in expected and state[k].shape != expected[k].shape
     )
-    if missing or unexpected or wrong_shape:
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {_listing(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {_listing(unexpected)}")
-        if wrong_shape:
-            parts.append(f"shape mismatches (checkpoint vs model): {_listing(wrong_shape)}")
+    parts = []
+    if missing:
+        parts.append(f"{labels[0]}: {_listing(missing)}")
+    if unexpected:
+        parts.append(f"{labels[1]}: {_listing(unexpected)}")
+    if wrong_shape:
+        parts.append(f"shape mismatches (checkpoint vs model): {_listing(wrong_shape)}")
+    return parts
+
+
+def load_state_into_backbone(backbone: nn.Module, state: dict[str, torch.Tensor], origin: str) -> None:
+    """Load ``state`` (already in the backbone's layout) strictly; errors list offending keys."""
+    # Old torchvision checkpoints lack BN's step counter; it carries no weights.
+    parts = state_mismatches(backbone.state_dict(), state, optional_suffix="num_batches_tracked")
+    if parts:
         raise CheckpointError(
             f"{origin}: does not fit the {type(backbone).__name__} backbone ({'; '.join(parts)}). "
             "Is it the ImageNet checkpoint of this backbone variant?"

@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from duda.errors import CheckpointError, ConfigError
+from duda.models.pretrained import state_mismatches
 
 # Networks of a UDA checkpoint and the names a user may give them.
 NETWORKS = ("model", "ema_model", "imnet_model")
@@ -555,21 +556,8 @@ def convert_network(
 
 def check_fits(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], source: str) -> None:
     """Every key of ``expected`` present in ``state``, none left over, same shapes; else an error."""
-    missing = sorted(k for k in expected if k not in state)
-    unexpected = sorted(k for k in state if k not in expected)
-    wrong = sorted(
-        f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
-        for k in state
-        if k in expected and state[k].shape != expected[k].shape
-    )
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing: {_listing(missing)}")
-        if unexpected:
-            parts.append(f"unexpected: {_listing(unexpected)}")
-        if wrong:
-            parts.append(f"shape mismatches (checkpoint vs model): {_listing(wrong)}")
+    parts = state_mismatches(expected, state, ("missing", "unexpected"))
+    if parts:
         raise CheckpointError(f"{source}: weights do not fit the model ({'; '.join(parts)})")
 
 
