@@ -41,6 +41,18 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert printed.count("finished earlier, reusing") == 5
     assert "where the time went" in printed and "seed 0: duda" in printed
+    # runs trained in parallel processes give the same bits; the stage-2 variant waits for the
+    # run whose stage-1 checkpoint it starts from
+    out2 = tmp_path / "runs_parallel"
+    runs = "duda_no_inconsistency,duda,oracle"
+    args = ["demo", "--quick", "--no-progress", "--jobs", "2", "--only-runs", runs, "--out", str(out2)]
+    assert main([*args, "--data", str(data)]) == 0
+    printed = capsys.readouterr().out
+    assert "runs (wall, 2 at once)" in printed
+    for run in runs.split(","):
+        assert (out2 / "seed0" / f"{run}.log").is_file()
+        first = json.loads((out / "seed0" / run / "eval.json").read_text())
+        assert json.loads((out2 / "seed0" / run / "eval.json").read_text()) == first, run
 
 
 def test_demo_baselines_only_seed_selection(tmp_path, capsys):
@@ -51,3 +63,24 @@ def test_demo_baselines_only_seed_selection(tmp_path, capsys):
     assert "| DAFormer large |" in printed and "DAFormer large − DAFormer small" in printed
     assert (out / "seed1" / "daformer_large" / "eval.json").is_file() and not (out / "seed0").exists()
     assert main([*args, "--seeds", "2", "--only-seeds", "2"]) == 2  # out of range: a clear error
+
+
+def test_parallel_runs_report_a_failing_run_with_its_log(tmp_path):
+    """A run that fails in its own process is reported by the demo with the run's error and log."""
+    from duda.demo.runs import DAFORMER, QUICK, SOURCE_ONLY, _Task, _train_in_parallel, run_config
+    from duda.errors import DudaError
+
+    missing = tmp_path / "no_such_data"
+    roots = {"source": missing / "source", "real": missing / "real"}
+    tasks = []
+    for variant in (SOURCE_ONLY, DAFORMER):
+        cfg = run_config(variant, roots, "real", tmp_path / "out", 0, QUICK)
+        cfg.model.pretrained = None
+        log_file = tmp_path / "out" / "seed0" / f"{variant.key}.log"
+        tasks.append(_Task(0, variant, cfg, tmp_path / "out" / "seed0" / variant.key, log_file))
+    lines = []
+    with pytest.raises(DudaError, match="no_such_data") as err:
+        _train_in_parallel(tasks, [0, 1], 2, {}, {}, lines.append)
+    assert "source_only.log" in str(err.value) and "daformer.log" in str(err.value)
+    assert "Traceback" in (tmp_path / "out" / "seed0" / "source_only.log").read_text()
+    assert len([line for line in lines if "training" in line]) == 2

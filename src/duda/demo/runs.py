@@ -122,10 +122,11 @@ class Variant:
     # variant that differs only in stage 2 then costs only stage 2, and since every step is a
     # pure function of (seed, step), the result is bit-identical to training it from scratch
     start_from: str | None = None
+    cost: float = 1.0  # rough relative training time: with --jobs > 1 the longest runs start first
 
 
 SOURCE_ONLY = Variant("source_only", "source_only", (("student", "source-only (small)"),))
-DAFORMER = Variant("daformer", "daformer", (("student", "DAFormer (small)"),))
+DAFORMER = Variant("daformer", "daformer", (("student", "DAFormer (small)"),), cost=2.0)
 ORACLE = Variant("oracle", "oracle", (("student", "oracle: target labels (small)"),))
 NO_INCONSISTENCY = Variant(
     "duda_no_inconsistency",
@@ -133,6 +134,7 @@ NO_INCONSISTENCY = Variant(
     (("student", "DUDA without inconsistency weights (small)"),),
     ("method.duda.inconsistency=false",),
     start_from="duda",
+    cost=1.5,
 )
 DEMO = (
     SOURCE_ONLY,
@@ -141,6 +143,7 @@ DEMO = (
         "duda",
         "duda",
         (("student", "DUDA large→small (small)"), ("large", "DAFormer large (L of DUDA stage 1)")),
+        cost=7.0,
     ),
     NO_INCONSISTENCY,
     ORACLE,
@@ -150,7 +153,7 @@ DEMO = (
 BASELINES = (
     SOURCE_ONLY,
     DAFORMER,
-    Variant("daformer_large", "daformer_large", (("student", "DAFormer large"),)),
+    Variant("daformer_large", "daformer_large", (("student", "DAFormer large"),), cost=4.0),
     ORACLE,
 )
 
@@ -207,6 +210,27 @@ def run_config(variant: Variant, roots: dict[str, Path], domain: str, out: Path,
     return load_config(str(configs_dir() / f"{variant.config}.yaml"), overrides)
 
 
+def default_jobs() -> int:
+    """Runs trained at once: each run uses one compute thread (and a loader process that is
+    mostly idle), so one per core on a CPU; one at a time on a GPU."""
+    import os
+
+    import torch
+
+    if torch.cuda.is_available():
+        return 1
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+@dataclass
+class _Task:
+    seed: int
+    variant: Variant
+    cfg: object
+    work: Path
+    log_file: Path
+
+
 def run_demo(
     out: Path,
     data_dir: Path,
@@ -218,20 +242,24 @@ def run_demo(
     variants: tuple[Variant, ...] = DEMO,
     log=print,
     timing: dict[str, float] | None = None,
+    jobs: int = 1,
 ) -> list[RunResult]:
     """Train every variant for each seed (reusing runs already finished in ``out``).
 
-    ``timing`` (if given) receives the seconds spent per phase: data, pretraining, each run."""
+    ``jobs`` > 1 trains that many runs at once, each in its own process with its output in
+    ``out/seedN/<run>.log``; every run is a pure function of its config and seed (one compute
+    thread each), so the results do not depend on ``jobs``. ``timing`` (if given) receives the
+    seconds spent per phase: data, pretraining, each run, and the runs' wall time."""
     timing = {} if timing is None else timing
-    from duda.engine.trainer import train
-
     if domain not in DOMAINS:
         raise ConfigError(f"--domain {domain!r}: expected one of {', '.join(DOMAINS)}")
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {jobs}")
     scale = QUICK if quick else DEFAULT
     t_data = time.perf_counter()
     roots = prepare_data(data_dir, domain, scale, log=log)
     timing["data"] = time.perf_counter() - t_data
-    results: list[RunResult] = []
+    tasks: list[_Task] = []
     for seed in only_seeds if only_seeds is not None else range(seeds):
         for variant in variants:
             cfg = run_config(variant, roots, domain, out, seed, scale)
@@ -239,52 +267,220 @@ def run_demo(
                 cfg, data_dir / "pretrained", log
             )
             work = Path(cfg.work_dir)
-            done = work / "eval.json"
-            if variant.start_from and not done.is_file():
-                _copy_stage1_checkpoint(out / f"seed{seed}" / variant.start_from, work, cfg)
-            t0 = time.perf_counter()
-            if done.is_file():
-                metrics = json.loads(done.read_text())
-                log(f"[seed {seed}] {variant.key}: finished earlier, reusing {done}")
-            else:
-                log(f"[seed {seed}] {variant.key}: training {cfg.train.iters} iterations in {work}")
-                result = train(cfg, resume=True, progress=progress)
-                if result.stopped_early:
-                    import signal
-
-                    name = signal.Signals(result.signal).name if result.signal else "a signal"
-                    raise StoppedBySignal(
-                        f"stopped by {name} during {work} (checkpoint {result.checkpoint}); run the same "
-                        "`duda demo` command again to continue",
-                        result.signal or signal.SIGTERM,
-                    )
-                metrics = result.metrics
-            seconds = time.perf_counter() - t0
-            timing[f"seed {seed}: {variant.key}"] = seconds
-            for network, label in variant.rows:
-                r = metrics[network]
-                model_cfg = cfg.model if network == "student" else cfg.method.duda.large
-                results.append(
-                    RunResult(
-                        name=label,
-                        run=variant.key,
-                        network=network,
-                        work_dir=work,
-                        seed=seed,
-                        miou=100 * r["miou"],
-                        per_class={
-                            k: (None if v["iou"] is None else 100 * v["iou"])
-                            for k, v in r["per_class"].items()
-                        },
-                        iters=cfg.method.duda.stage1_iters
-                        if network in ("teacher", "large")
-                        else cfg.train.iters,
-                        model_name=model_cfg.name,
-                        arch=dict(model_cfg.arch),
-                        train_seconds=seconds,
-                    )
+            tasks.append(_Task(seed, variant, cfg, work, out / f"seed{seed}" / f"{variant.key}.log"))
+    metrics: dict[int, dict] = {}
+    seconds: dict[int, float] = {}
+    todo = []
+    for i, task in enumerate(tasks):
+        done = task.work / "eval.json"
+        if done.is_file():
+            metrics[i] = json.loads(done.read_text())
+            seconds[i] = 0.0
+            log(f"[seed {task.seed}] {task.variant.key}: finished earlier, reusing {done}")
+        else:
+            todo.append(i)
+    t_runs = time.perf_counter()
+    if jobs == 1 or len(todo) <= 1:
+        for i in todo:
+            metrics[i], seconds[i] = _train_here(tasks[i], progress, log)
+    else:
+        _train_in_parallel(tasks, todo, jobs, metrics, seconds, log)
+    for i, task in enumerate(tasks):
+        timing[f"seed {task.seed}: {task.variant.key}"] = seconds[i]
+    if todo and jobs > 1:
+        timing[f"runs (wall, {min(jobs, len(todo))} at once)"] = time.perf_counter() - t_runs
+    results: list[RunResult] = []
+    for i, task in enumerate(tasks):
+        cfg = task.cfg
+        for network, label in task.variant.rows:
+            r = metrics[i][network]
+            model_cfg = cfg.model if network == "student" else cfg.method.duda.large
+            results.append(
+                RunResult(
+                    name=label,
+                    run=task.variant.key,
+                    network=network,
+                    work_dir=task.work,
+                    seed=task.seed,
+                    miou=100 * r["miou"],
+                    per_class={
+                        k: (None if v["iou"] is None else 100 * v["iou"]) for k, v in r["per_class"].items()
+                    },
+                    iters=cfg.method.duda.stage1_iters
+                    if network in ("teacher", "large")
+                    else cfg.train.iters,
+                    model_name=model_cfg.name,
+                    arch=dict(model_cfg.arch),
+                    train_seconds=seconds[i],
                 )
+            )
     return results
+
+
+def _start_message(task: _Task) -> str:
+    return f"[seed {task.seed}] {task.variant.key}: training {task.cfg.train.iters} iterations in {task.work}"
+
+
+def _stopped(task: _Task, signum: int | None, checkpoint) -> StoppedBySignal:
+    import signal
+
+    name = signal.Signals(signum).name if signum else "a signal"
+    return StoppedBySignal(
+        f"stopped by {name} during {task.work} (checkpoint {checkpoint}); run the same "
+        "`duda demo` command again to continue",
+        signum or signal.SIGTERM,
+    )
+
+
+def _train_here(task: _Task, progress: bool, log) -> tuple[dict, float]:
+    """Train one run in this process."""
+    from duda.engine.trainer import train
+
+    if task.variant.start_from:
+        _copy_stage1_checkpoint(task.work.parent / task.variant.start_from, task.work, task.cfg)
+    log(_start_message(task))
+    t0 = time.perf_counter()
+    result = train(task.cfg, resume=True, progress=progress)
+    if result.stopped_early:
+        raise _stopped(task, result.signal, result.checkpoint)
+    return result.metrics, time.perf_counter() - t0
+
+
+def _child_train(task: _Task, conn) -> None:
+    """Entry point of a run's own process: its own process group (a Ctrl-C reaches the demo
+    process, which passes it on once), its output into ``task.log_file``."""
+    import contextlib
+    import os
+    import traceback
+
+    os.setpgrp()
+    task.log_file.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        open(task.log_file, "a", buffering=1) as f,
+        contextlib.redirect_stdout(f),
+        contextlib.redirect_stderr(f),
+    ):
+        try:
+            from duda.engine.trainer import train
+
+            t0 = time.perf_counter()
+            result = train(task.cfg, resume=True, progress=False)
+            conn.send(
+                (
+                    "ok",
+                    result.metrics,
+                    time.perf_counter() - t0,
+                    result.stopped_early,
+                    result.signal,
+                    str(result.checkpoint),
+                )
+            )
+        except BaseException as e:  # reported to the demo process, which raises it there
+            traceback.print_exc()
+            conn.send(("error", f"{type(e).__name__}: {e}", isinstance(e, ConfigError)))
+
+
+def _train_in_parallel(tasks, todo, jobs, metrics, seconds, log) -> None:
+    """Train ``tasks[todo]`` in up to ``jobs`` processes, longest first; a run that starts from
+    another run's checkpoint waits for it. SIGINT/SIGTERM are passed on to the runs, which write
+    a checkpoint and stop; no new run starts after that."""
+    import contextlib
+    import multiprocessing as mp
+    import os
+    import signal
+    from multiprocessing.connection import wait
+
+    from duda.errors import DudaError
+
+    ctx = mp.get_context("spawn")
+    pending = sorted(todo, key=lambda i: -tasks[i].variant.cost)
+    running: dict[int, tuple] = {}  # task index -> (process, parent end of the pipe)
+    finished = {i for i in range(len(tasks)) if i not in todo}
+    stop: list[int] = []
+    failures: list[str] = []
+    stopped: list[StoppedBySignal] = []
+
+    def on_signal(signum, frame):
+        if not stop:
+            log(f"received {signal.Signals(signum).name}: the running runs write a checkpoint and stop")
+        stop.append(signum)
+        for proc, _ in running.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signum)
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while pending or running:
+            while pending and len(running) < jobs and not stop and not failures:
+                ready = [
+                    i
+                    for i in pending
+                    if not tasks[i].variant.start_from or _dependency_done(tasks, i, finished)
+                ]
+                if not ready:
+                    break
+                i = ready[0]
+                pending.remove(i)
+                task = tasks[i]
+                if task.variant.start_from:
+                    _copy_stage1_checkpoint(task.work.parent / task.variant.start_from, task.work, task.cfg)
+                log(f"{_start_message(task)} (output: {task.log_file})")
+                parent_end, child_end = ctx.Pipe(duplex=False)
+                proc = ctx.Process(
+                    target=_child_train, args=(task, child_end), name=f"duda-demo-{task.variant.key}"
+                )
+                proc.start()
+                child_end.close()
+                running[i] = (proc, parent_end)
+            if not running:
+                break
+            wait([p.sentinel for p, _ in running.values()], timeout=5)
+            for i, (proc, conn) in list(running.items()):
+                if proc.is_alive():
+                    continue
+                proc.join()
+                del running[i]
+                task = tasks[i]
+                message = conn.recv() if conn.poll() else None
+                conn.close()
+                if message is None:
+                    failures.append(
+                        f"{task.work}: the run's process ended with exit code {proc.exitcode} and no "
+                        f"result; its output: {task.log_file}"
+                    )
+                elif message[0] == "error":
+                    failures.append(f"{task.work}: {message[1]} (output: {task.log_file})")
+                else:
+                    _, m, secs, early, signum, ckpt = message
+                    if early:
+                        stopped.append(_stopped(task, signum, ckpt))
+                    else:
+                        metrics[i], seconds[i] = m, secs
+                        finished.add(i)
+                        log(f"[seed {task.seed}] {task.variant.key}: done in {secs / 60:.1f} min")
+            if (stop or failures) and not running:
+                break
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    if failures:
+        raise DudaError("; ".join(failures))
+    if stopped or stop:
+        if stopped:
+            raise stopped[0]
+        raise StoppedBySignal(
+            "stopped before the remaining runs started; run the same `duda demo` command again to continue",
+            stop[0],
+        )
+
+
+def _dependency_done(tasks, i, finished) -> bool:
+    task = tasks[i]
+    for j in finished:
+        if tasks[j].seed == task.seed and tasks[j].variant.key == task.variant.start_from:
+            return True
+    # the run it starts from is not part of this demo call: its checkpoint must already be there
+    return not any(t.seed == task.seed and t.variant.key == task.variant.start_from for t in tasks)
 
 
 def _copy_stage1_checkpoint(source_run: Path, work: Path, cfg) -> None:
