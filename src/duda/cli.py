@@ -37,7 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Distilled unsupervised domain adaptation for lightweight semantic segmentation.",
     )
     parser.add_argument("--version", action="version", version=f"duda {__version__}")
+    _add_verbosity(parser, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_subparser = sub.add_parser
+
+    def add_parser(*args, **kw):  # every command also takes --quiet / --verbose after its name
+        p = _add_subparser(*args, **kw)
+        _add_verbosity(p, argparse.SUPPRESS)
+        return p
+
+    sub.add_parser = add_parser  # type: ignore[method-assign]
     for name in COMMANDS:
         try:
             module = importlib.import_module(f"duda.commands.{name}")
@@ -49,9 +58,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_verbosity(parser: argparse.ArgumentParser, default) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "-q", "--quiet", action="store_true", default=default, help="log warnings and errors only"
+    )
+    group.add_argument(
+        "-v", "--verbose", action="store_true", default=default, help="also log debug messages"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
+    from duda import log
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    quiet, verbose = getattr(args, "quiet", False), getattr(args, "verbose", False)
+    if quiet and verbose:
+        parser.error("--quiet and --verbose exclude each other")
+    log.setup(log.QUIET if quiet else log.VERBOSE if verbose else log.NORMAL)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

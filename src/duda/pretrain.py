@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from duda.errors import ConfigError
 from duda.files import atomic_path, write_text
+from duda.log import info
 
 PRETRAIN_VERSION = 1  # bump when the images or the recipe change: cached weights are then redone
 #: Region textures (every pixel of the image belongs to one) and shapes drawn on top.
@@ -250,7 +251,7 @@ def backbone_file_state(model: torch.nn.Module, half: bool = False) -> dict[str,
 
 
 def pretrain_encoder(
-    cfg: PretrainConfig, out: str | Path, log: Callable[[str], None] = print, half: bool = False
+    cfg: PretrainConfig, out: str | Path, log: Callable[[str], None] = info, half: bool = False
 ) -> dict[str, Any]:
     """Train ``cfg.model``'s encoder on the procedural task; write ``out`` (.safetensors; float16
     with ``half``) and ``out`` + ``.json`` (how it was made, with the held-out mIoU). Returns that
@@ -304,7 +305,7 @@ def pretrain_encoder(
 
 
 def cached_pretrained(
-    cfg: PretrainConfig, out: str | Path, log: Callable[[str], None] = print
+    cfg: PretrainConfig, out: str | Path, log: Callable[[str], None] = info
 ) -> tuple[Path, bool]:
     """``out`` if it was made from exactly ``cfg`` (its ``.json`` record matches), else make it.
 

@@ -81,9 +81,9 @@ def _score_folders(args: argparse.Namespace) -> int:
 def _eval_checkpoint(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from duda.api import load_model
     from duda.config import load_config
     from duda.data.datasets import build_dataset_from_config
-    from duda.engine.checkpoint import load_inference_model
     from duda.engine.distributed import resolve_device
     from duda.engine.trainer import make_eval_loader
     from duda.errors import ConfigError
@@ -95,7 +95,7 @@ def _eval_checkpoint(args: argparse.Namespace) -> int:
     if cfg.data.val is None:
         raise ConfigError(f"{args.config}: data.val is not set; nothing to evaluate on")
     dataset = build_dataset_from_config(cfg.data.val)
-    loaded = load_inference_model(args.checkpoint, which=args.model)
+    loaded = load_model(args.checkpoint, which=args.model).loaded
     if loaded.num_classes != dataset.labels.num_classes:
         raise ConfigError(
             f"{args.checkpoint} predicts {loaded.num_classes} classes; {cfg.data.val.root} has "

@@ -80,7 +80,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="whole-mode network inputs above N pixels (after the test-scale resize; e.g. with "
         f"--no-resize) are predicted with sliding windows of --crop/--stride (default {MAX_WHOLE_PIXELS})",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar (drawn only on a terminal)")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (drawn only on a terminal)"
+    )
     parser.epilog = (
         "Memory: the network sees each image at the model's test scale (or --scale); the label map is "
         "upsampled to the original size one class at a time (about 15 bytes per pixel: 0.7 GB beyond the "
@@ -94,7 +96,7 @@ def run_predict(args: argparse.Namespace) -> int:
     import torch
     from torch import nn
 
-    from duda.engine.checkpoint import load_inference_model
+    from duda.api import load_model
     from duda.engine.distributed import resolve_device
     from duda.errors import DudaError
     from duda.evaluation.predict import PredictReport, list_images, predict_images
@@ -109,12 +111,13 @@ def run_predict(args: argparse.Namespace) -> int:
     if Path(args.out).is_file():
         raise DudaError(f"--out {args.out}: is a file, expected a folder for the outputs")
     device = resolve_device(args.device, what="--device")
-    loaded = load_inference_model(args.checkpoint, which=args.which)
-    model = loaded.model
-    if isinstance(model, nn.Module):
-        model = model.to(device).eval()
+    # the same loader and per-image prediction (predict_label) as duda.load_model(...).predict
+    seg = load_model(args.checkpoint, which=args.which)
+    if isinstance(seg.model, nn.Module):
+        seg.to(device)
     else:
         device = torch.device("cpu")  # an ONNX session takes and returns numpy arrays on the host
+    loaded, model = seg.loaded, seg.model
     resize = None if args.no_resize else (tuple(args.scale) if args.scale else loaded.resize)
     paths = list_images(args.input)
     root = Path(args.input) if Path(args.input).is_dir() else None
@@ -123,7 +126,7 @@ def run_predict(args: argparse.Namespace) -> int:
     predict_images(
         model, paths, out, loaded.palette, loaded.mean, loaded.std, resize=resize, mode=args.mode,
         crop=tuple(args.crop), stride=tuple(args.stride), overlay_alpha=args.alpha, flip=args.flip,
-        bf16=args.bf16, device=device, root=root, progress=not args.quiet, strict=args.strict,
+        bf16=args.bf16, device=device, root=root, progress=not args.no_progress, strict=args.strict,
         report=report, max_whole_pixels=args.max_pixels,
     )  # fmt: skip
     n = len(report.written)

@@ -31,6 +31,7 @@ from duda.data.io import image_size, read_label_ids, write_png_atomic, write_tex
 from duda.data.labels import IGNORE_INDEX, class_pixel_counts, count_unknown_ids, map_ids
 from duda.errors import DatasetError, DudaError
 from duda.files import WriteError, check_writable_dir
+from duda.log import info
 from duda.progress import progress_bar
 
 FLUSH_EVERY = 500  # statistics entries between writes of the JSON file
@@ -232,7 +233,7 @@ def prepare_dataset(
     splits: Sequence[str] | None = None,
     workers: int = 1,
     progress: bool = True,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = info,
     **kw: object,
 ) -> PrepareSummary:
     """Convert every label map of the dataset at ``root`` to trainIds and write class statistics.

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from duda.log import info
 from duda.models.pretrained import shipped_weights_dir
 from duda.pretrain import PretrainConfig, cached_pretrained
 
@@ -84,7 +85,7 @@ def weights_for(
     model_name: str,
     arch: dict[str, Any],
     cache_dir: Path,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = info,
 ) -> tuple[Path, float]:
     """Pretrained encoder weights for ``model_name`` with ``arch``: the shipped file when one fits,
     else a cached (or newly made) one in ``cache_dir``. Returns the path and seconds spent making it."""

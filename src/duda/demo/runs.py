@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from duda.errors import ConfigError, StoppedBySignal
+from duda.log import info
 
 BENCH_SEED = 0  # the benchmark's seed: fixed before any method was run on it (docs/benchmark.md)
 DOMAINS = ("real", "night", "fog")
@@ -87,7 +88,7 @@ def configs_dir() -> Path:
 
 
 def prepare_data(
-    data_dir: Path, domain: str, scale: DemoScale, workers: int = 1, log=print
+    data_dir: Path, domain: str, scale: DemoScale, workers: int = 1, log=info
 ) -> dict[str, Path]:
     """Generate (or reuse) the benchmark and convert its labels to trainIds."""
     from duda.data.prepare import prepare_dataset
@@ -167,7 +168,7 @@ def arch_text(arch: dict) -> str:
     )
 
 
-def ensure_pretrained(cfg, cache_dir: Path, log=print) -> float:
+def ensure_pretrained(cfg, cache_dir: Path, log=info) -> float:
     """Point every ``duda:KEY`` encoder of ``cfg`` at usable weights: the shipped file when it is
     there and up to date, else one pretrained now into ``cache_dir``. Returns seconds spent."""
     from duda.demo.pretrained import DEMO_ENCODERS, weights_for
@@ -240,7 +241,7 @@ def run_demo(
     only_seeds: list[int] | None = None,
     progress: bool = True,
     variants: tuple[Variant, ...] = DEMO,
-    log=print,
+    log=info,
     timing: dict[str, float] | None = None,
     jobs: int = 1,
 ) -> list[RunResult]:
@@ -361,8 +362,10 @@ def _child_train(task: _Task, conn) -> None:
         contextlib.redirect_stderr(f),
     ):
         try:
+            from duda import log as logs
             from duda.engine.trainer import train
 
+            logs.setup(logs.NORMAL, f)  # the run's messages go to its log file
             t0 = time.perf_counter()
             result = train(task.cfg, resume=True, progress=False)
             conn.send(
@@ -382,8 +385,8 @@ def _child_train(task: _Task, conn) -> None:
 
 def _train_in_parallel(tasks, todo, jobs, metrics, seconds, log) -> None:
     """Train ``tasks[todo]`` in up to ``jobs`` processes, longest first; a run that starts from
-    another run's checkpoint waits for it. SIGINT/SIGTERM are passed on to the runs, which write
-    a checkpoint and stop; no new run starts after that."""
+    another run's stage-1 checkpoint waits for that checkpoint. SIGINT/SIGTERM are passed on to
+    the runs, which write a checkpoint and stop; no new run starts after that."""
     import contextlib
     import multiprocessing as mp
     import os
@@ -465,6 +468,11 @@ def _train_in_parallel(tasks, todo, jobs, metrics, seconds, log) -> None:
             signal.signal(s, h)
     if failures:
         raise DudaError("; ".join(failures))
+    if pending and not stop:
+        raise DudaError(
+            "runs left waiting for a stage-1 checkpoint that never appeared: "
+            + ", ".join(str(tasks[i].work) for i in pending)
+        )
     if stopped or stop:
         if stopped:
             raise stopped[0]
@@ -475,12 +483,22 @@ def _train_in_parallel(tasks, todo, jobs, metrics, seconds, log) -> None:
 
 
 def _dependency_done(tasks, i, finished) -> bool:
+    """Whether the run ``tasks[i]`` starts from can give it its stage-1 checkpoint: that run has
+    finished, or has written the checkpoint already (files appear whole: written, then renamed),
+    so the stage-2 variant trains beside the rest of that run; a run that is not part of this
+    demo call must have left the checkpoint behind."""
     task = tasks[i]
+    source = task.work.parent / task.variant.start_from
     for j in finished:
         if tasks[j].seed == task.seed and tasks[j].variant.key == task.variant.start_from:
             return True
-    # the run it starts from is not part of this demo call: its checkpoint must already be there
-    return not any(t.seed == task.seed and t.variant.key == task.variant.start_from for t in tasks)
+    return (source / "checkpoints" / _stage1_name(task.cfg)).is_file() or not any(
+        t.seed == task.seed and t.variant.key == task.variant.start_from for t in tasks
+    )
+
+
+def _stage1_name(cfg) -> str:
+    return f"iter_{cfg.method.duda.stage1_iters:07d}.pt"
 
 
 def _copy_stage1_checkpoint(source_run: Path, work: Path, cfg) -> None:
@@ -488,7 +506,7 @@ def _copy_stage1_checkpoint(source_run: Path, work: Path, cfg) -> None:
     import shutil
 
     step = cfg.method.duda.stage1_iters
-    name = f"iter_{step:07d}.pt"
+    name = _stage1_name(cfg)
     src = source_run / "checkpoints" / name
     if not src.is_file():
         raise ConfigError(

@@ -234,9 +234,12 @@ def train(
 
 
 def _log(is_main: bool):
-    def log(*args, **kw) -> None:
+    """``duda.log.info`` on the main process, nothing on the other ranks."""
+    from duda.log import info
+
+    def log(*args) -> None:
         if is_main:
-            print(*args, **kw, flush=True)
+            info(" ".join(str(a) for a in args))
 
     return log
 
@@ -445,7 +448,7 @@ def _run(
         from tqdm import tqdm
 
         bar = tqdm(total=total, initial=start, desc=f"{cfg.method.name}", dynamic_ncols=True, smoothing=0.05)
-    say = bar.write if bar is not None else log
+    say = log  # the CLI's log handler writes above an active bar (tqdm.write)
     t_last = time.perf_counter()
     try:
         with _StopFlag() as stop:
