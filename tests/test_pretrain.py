@@ -119,3 +119,23 @@ def test_cli_writes_a_loadable_file(tmp_path):
     args = ["pretrain", "--model", "segformer_mit_tiny", "--arch", json.dumps(TINY), "--out", str(out)]
     assert main([*args, "--iters", "2", "--batch-size", "2", "--size", "32", "--workers", "0"]) == 0
     build_model("segformer_mit_tiny", 19, pretrained=str(out), **TINY)
+
+
+def test_demo_encoders_missing_from_package_and_cache_are_pretrained_in_parallel(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from duda.demo import pretrained as demo_pretrained
+
+    # a recipe of a few steps: the shipped files (made with the real recipe) then no longer match
+    monkeypatch.setitem(demo_pretrained.RECIPE, "iters", 2)
+    monkeypatch.setitem(demo_pretrained.RECIPE, "batch_size", 2)
+    monkeypatch.setitem(demo_pretrained.RECIPE, "size", 32)
+    models = [SimpleNamespace(pretrained=p) for p in ("duda:small", "duda:medium", "duda:small", None)]
+    assert demo_pretrained.missing_keys(models, tmp_path) == ["small", "medium"]
+    seconds = demo_pretrained.pretrain_in_parallel(["small", "medium"], tmp_path, jobs=2, log=lambda _: None)
+    assert seconds > 0
+    for key in ("small", "medium"):
+        assert (tmp_path / f"{key}.safetensors").is_file() and (
+            tmp_path / f"{key}.safetensors.json"
+        ).is_file()
+    assert demo_pretrained.missing_keys(models, tmp_path) == []  # both found in the cache now

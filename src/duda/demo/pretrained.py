@@ -122,3 +122,45 @@ def _record_matches(path: Path, cfg: PretrainConfig) -> bool:
     return all(
         record.get(k) == v for k, v in identity.items() if v is not None and k != "arch"
     ) and _encoder_arch(record.get("arch", {})) == _encoder_arch(identity["arch"])
+
+
+def missing_keys(model_cfgs, cache_dir: Path) -> list[str]:
+    """The ``duda:KEY`` encoders of ``model_cfgs`` that neither the package nor ``cache_dir``
+    holds up to date (each key once, in order)."""
+    keys: list[str] = []
+    for m in model_cfgs:
+        key = (m.pretrained or "").removeprefix("duda:")
+        if not (m.pretrained or "").startswith("duda:") or key not in DEMO_ENCODERS or key in keys:
+            continue
+        cfg = demo_pretrain_config(key)
+        if not any(_record_matches(d / f"{key}.safetensors", cfg) for d in (shipped_dir(), cache_dir)):
+            keys.append(key)
+    return keys
+
+
+def _pretrain_one(cfg: PretrainConfig, out: Path) -> str:
+    cached_pretrained(cfg, out, log=lambda _: None)
+    return str(out)
+
+
+def pretrain_in_parallel(
+    keys: list[str], cache_dir: Path, jobs: int, log: Callable[[str], None] = info
+) -> float:
+    """Make the encoders ``keys`` in ``cache_dir``, up to ``jobs`` at once (one torch thread
+    each), largest first. Returns the seconds spent."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    t0 = time.perf_counter()
+    log(f"pretraining the {', '.join(keys)} encoder(s) (not shipped or out of date) into {cache_dir}, "
+        f"{min(jobs, len(keys))} at once")  # fmt: skip
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    order = sorted(keys, key=lambda k: -sum(DEMO_ENCODERS[k][1].get("embed_dims", [0])))
+    with ProcessPoolExecutor(min(jobs, len(keys)), mp_context=mp.get_context("spawn")) as pool:
+        futures = [
+            pool.submit(_pretrain_one, demo_pretrain_config(k, threads=1), cache_dir / f"{k}.safetensors")
+            for k in order
+        ]
+        for f in futures:
+            f.result()
+    return time.perf_counter() - t0

@@ -159,6 +159,11 @@ BASELINES = (
 )
 
 
+def _models(cfg) -> list:
+    """The model configs of a run: the trained model, and DUDA's large one."""
+    return [cfg.model] + ([cfg.method.duda.large] if cfg.method.name == "duda" else [])
+
+
 def arch_text(arch: dict) -> str:
     """Architecture overrides as one ``--set model.arch=...`` value (YAML flow mapping)."""
     return (
@@ -174,8 +179,7 @@ def ensure_pretrained(cfg, cache_dir: Path, log=info) -> float:
     from duda.demo.pretrained import DEMO_ENCODERS, weights_for
 
     spent = 0.0
-    models = [cfg.model] + ([cfg.method.duda.large] if cfg.method.name == "duda" else [])
-    for m in models:
+    for m in _models(cfg):
         if not (m.pretrained or "").startswith("duda:"):
             continue
         key = m.pretrained.removeprefix("duda:")
@@ -261,14 +265,24 @@ def run_demo(
     roots = prepare_data(data_dir, domain, scale, log=log)
     timing["data"] = time.perf_counter() - t_data
     tasks: list[_Task] = []
-    for seed in only_seeds if only_seeds is not None else range(seeds):
-        for variant in variants:
-            cfg = run_config(variant, roots, domain, out, seed, scale)
-            timing["pretraining"] = timing.get("pretraining", 0.0) + ensure_pretrained(
-                cfg, data_dir / "pretrained", log
-            )
-            work = Path(cfg.work_dir)
-            tasks.append(_Task(seed, variant, cfg, work, out / f"seed{seed}" / f"{variant.key}.log"))
+    cfgs = [
+        (seed, variant, run_config(variant, roots, domain, out, seed, scale))
+        for seed in (only_seeds if only_seeds is not None else range(seeds))
+        for variant in variants
+    ]
+    if jobs > 1:  # encoders to pretrain (shipped weights missing or out of date): several at once
+        from duda.demo.pretrained import missing_keys, pretrain_in_parallel
+
+        models = [m for _, _, c in cfgs for m in _models(c)]
+        keys = missing_keys(models, data_dir / "pretrained")
+        if len(keys) > 1:
+            timing["pretraining"] = pretrain_in_parallel(keys, data_dir / "pretrained", jobs, log)
+    for seed, variant, cfg in cfgs:
+        timing["pretraining"] = timing.get("pretraining", 0.0) + ensure_pretrained(
+            cfg, data_dir / "pretrained", log
+        )
+        work = Path(cfg.work_dir)
+        tasks.append(_Task(seed, variant, cfg, work, out / f"seed{seed}" / f"{variant.key}.log"))
     metrics: dict[int, dict] = {}
     seconds: dict[int, float] = {}
     todo = []
