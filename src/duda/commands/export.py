@@ -22,8 +22,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="CKPT",
         help="deploy folder (model.json + model.safetensors), run folder or training checkpoint .pt",
     )
-    parser.add_argument("--format", choices=("onnx",), default="onnx", help="export format (only onnx)")
-    parser.add_argument("--out", required=True, metavar="FILE.onnx", help="output file")
+    parser.add_argument(
+        "--format",
+        choices=("onnx", "hf"),
+        default="onnx",
+        help="onnx (default), or hf: a Hugging Face SegformerForSemanticSegmentation folder "
+        "(segformer_mit* models only; --out is then a folder)",
+    )
+    parser.add_argument("--out", required=True, metavar="FILE.onnx|DIR", help="output file (hf: folder)")
     parser.add_argument(
         "--which",
         default="student",
@@ -66,6 +72,10 @@ def run_export(args: argparse.Namespace) -> int:
     from duda.errors import DudaError
     from duda.evaluation.predict import list_images
 
+    if args.format == "hf":
+        from duda.models.hf import cli_export
+
+        return cli_export(args)
     if not 0.0 < args.min_agreement <= 1.0:
         raise DudaError(f"--min-agreement must be in (0, 1], got {args.min_agreement}")
     if Path(args.out).is_dir():

@@ -297,24 +297,33 @@ def load_inference_model(path: str | os.PathLike, which: str = "student") -> Inf
 
     Published DAFormer / MIC checkpoints (mmseg ``latest.pth``, or a folder holding one) are
     recognised too: ``which`` "student"/"model" is their ``model.*`` network (the one the reference
-    evaluates), "teacher"/"ema_model" the EMA teacher (see ``duda.models.reference_checkpoint``)."""
+    evaluates), "teacher"/"ema_model" the EMA teacher (see ``duda.models.reference_checkpoint``).
+    So are Hugging Face ``SegformerForSemanticSegmentation`` folders (config.json with model_type
+    "segformer") and hub ids of such repositories (``duda.models.hf``)."""
+    from duda.models import hf
+
+    if hf.is_hub_id(str(path)):
+        return hf.load_hf_folder(hf.download_hf_model(str(path)))
     path = Path(path)
     if path.suffix == ".onnx":
         from duda.deploy.onnx_export import load_onnx_model
 
         return load_onnx_model(path)
-    if path.name == "model.json" or path.name == "model.safetensors":
+    if path.name in ("model.json", "model.safetensors", hf.HF_CONFIG):
         path = path.parent
     if path.is_dir():
         if (path / "model.json").is_file():
             return _from_deploy_dir(path)
+        if (path / hf.HF_CONFIG).is_file():
+            return hf.load_hf_folder(path)
         latest = latest_checkpoint(path / "checkpoints") or latest_checkpoint(path)
         if latest is None and (path / "latest.pth").is_file():  # a published mmseg run folder
             latest = path / "latest.pth"
         if latest is None:
             raise CheckpointError(
                 f"{path}: no model found; expected a deploy folder (model.json + model.safetensors), "
-                "a run folder with checkpoints/iter_*.pt, a .pt checkpoint or an .onnx file"
+                "a run folder with checkpoints/iter_*.pt, a .pt checkpoint, an .onnx file or a "
+                "Hugging Face SegFormer folder (config.json + model.safetensors)"
             )
         path = latest
     return _from_training_checkpoint(path, which)
