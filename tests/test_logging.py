@@ -48,12 +48,13 @@ def test_quiet_keeps_warnings_and_verbose_adds_debug(capsys):
 
 @pytest.mark.parametrize("where", ["before", "after"])
 def test_cli_quiet_flag_before_or_after_the_command(where, capsys):
-    args = ["--quiet", "models"] if where == "before" else ["models", "--quiet"]
+    small = ["--names", "segformer_mit_tiny", "--size", "32", "32"]
+    args = ["--quiet", "models", *small] if where == "before" else ["models", "--quiet", *small]
     assert main(args) == 0
     assert log.logger.level == logging.WARNING
-    assert "segformer_mitb0" in capsys.readouterr().out  # the command's own output stays
-    assert main(["models", "--verbose"]) == 0 and log.logger.level == logging.DEBUG
-    assert main(["models"]) == 0 and log.logger.level == logging.INFO
+    assert "segformer_mit_tiny" in capsys.readouterr().out  # the command's own output stays
+    assert main(["models", "--verbose", *small]) == 0 and log.logger.level == logging.DEBUG
+    assert main(["models", *small]) == 0 and log.logger.level == logging.INFO
 
 
 def test_quiet_and_verbose_exclude_each_other(capsys):
