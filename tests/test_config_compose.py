@@ -234,6 +234,33 @@ def test_config_show_annotates_every_key_with_its_source(tmp_path, capsys):
     assert "config file not found" in capsys.readouterr().err
 
 
+def test_paper_config_show_names_the_base_files(monkeypatch):
+    path = "configs/cs2acdc/mic_mitb0.yaml"
+    monkeypatch.chdir(ROOT)
+    text = show_config(path)
+    assert "mask_mode: separate" in text and "# configs/_base_/methods/mic_adverse_targets.yaml" in text
+    assert "lr: 6.0e-05" in text and "# configs/_base_/schedules/adamw_poly_40k.yaml" in text
+    assert "work_dir: runs/cs2acdc/mic_mitb0" in text and f"# {path}" in text
+
+
+def test_a_five_line_leaf_resolves_to_the_full_paper_config(tmp_path):
+    """The issue's example: a benchmark run written as a few lines over the shared base files."""
+    bases = os.path.relpath(ROOT / "configs" / "_base_", tmp_path)
+    text = (
+        "# GTA5 → Cityscapes, DAFormer with MiT-B5\n"
+        f"_base_: [{bases}/datasets/gta2cs.yaml, {bases}/methods/daformer.yaml, "
+        f"{bases}/models/daformer_mitb5.yaml]\n"
+        "work_dir: runs/gta2cs/daformer_mitb5  # checkpoints, logs, final model\n"
+        "train:\n"
+        "  seed: 0                           # report the mean of seeds 0, 1, 2\n"
+    )
+    assert len(text.splitlines()) == 5
+    leaf = write(tmp_path / "daformer.yaml", text)
+    assert to_dict(load_config(leaf)) == _snapshot()["gta2cs/daformer_mitb5"]
+    changed = to_dict(load_config(leaf, ["train.seed=1"]))
+    assert changed["train"]["seed"] == 1 and changed["optim"] == _snapshot()["gta2cs/daformer_mitb5"]["optim"]
+
+
 if __name__ == "__main__":
     if sys.argv[1:] != ["--write-snapshot"]:
         sys.exit(f"usage: python {sys.argv[0]} --write-snapshot")
