@@ -20,6 +20,7 @@ COMMANDS = [
     "synth",
     "pretrain",
     "models",
+    "config",
     "train",
     "eval",
     "predict",

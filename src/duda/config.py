@@ -4,6 +4,8 @@ Sections: ``model`` (the network that is trained and shipped; for DUDA the small
 ``data``, ``method`` (source_only | daformer | mic | duda and their switches), ``optim``,
 ``train``. Every key is documented by its comment here and in the annotated configs under
 ``configs/``. Unknown keys and wrong types are errors naming the key (``duda.config_base``).
+A config file may name base files (``_base_: [FILE, ...]``) that it is merged over;
+:func:`show_config` prints the merged result with the file that set each key.
 """
 
 from __future__ import annotations
@@ -11,7 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from duda.config_base import apply_overrides, from_dict, load_yaml, to_dict
+from duda.config_base import (
+    OVERRIDE,
+    Composed,
+    annotated_yaml,
+    apply_overrides,
+    compose_yaml,
+    from_dict,
+    to_dict,
+)
 from duda.data.datasets import DatasetConfig
 from duda.errors import ConfigError
 
@@ -179,17 +189,53 @@ def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
             f"missing required {what}: the network to train, e.g. model: {{name: daformer_mitb0}} "
             "(`duda models` lists the names)"
         )
+    for key, model_cfg in (("model", cfg.model), ("method.duda.large", cfg.method.duda.large)):
+        if model_cfg.arch:  # checked against the model's architecture fields (imports torch)
+            from duda.models.factory import resolve_arch
+
+            resolve_arch(model_cfg.name, model_cfg.arch, prefix=f"{key}.arch")
     return cfg
 
 
-def load_config(path: str | None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Load a YAML config (or start from defaults when ``path`` is None) and apply overrides."""
-    data = load_yaml(path) if path else {}
-    apply_overrides(data, list(overrides or []))
+def compose_config(path: str | None, overrides: list[str] | None = None) -> tuple[ExperimentConfig, Composed]:
+    """The config of ``path`` (its ``_base_`` files merged in; defaults when None) with
+    ``overrides`` applied, and where each key was set (:class:`duda.config_base.Composed`)."""
+    composed = compose_yaml(path) if path else Composed({}, {})
+    apply_overrides(composed.data, list(overrides or []), composed.sources)
     try:
-        return config_from_dict(data)
+        return config_from_dict(composed.data), composed
     except ConfigError as exc:
-        raise ConfigError(f"{path or 'config'}: {exc}") from None
+        files = composed.files_for(exc.key) if exc.key else []
+        where = path or "config"
+        if files == [OVERRIDE]:
+            where = f"{where} (value from --set)"
+        elif len(files) == 1 and files[0] != path:
+            where = f"{files[0]} (a base of {path})"
+        elif len(files) > 1:
+            where = f"{where} (the section's keys come from {', '.join(files)})"
+        error = ConfigError(f"{where}: {exc}")
+        error.key = exc.key
+        raise error from None
+
+
+def load_config(path: str | None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load a YAML config (or start from defaults when ``path`` is None) and apply overrides.
+
+    ``_base_: [FILE, ...]`` in the file names configs it is merged over (see
+    :func:`duda.config_base.compose_yaml`); ``overrides`` (``key.sub=value``) apply after that."""
+    return compose_config(path, overrides)[0]
+
+
+def show_config(path: str, overrides: list[str] | None = None) -> str:
+    """The resolved config of ``path`` as YAML; each key's comment names the file that set it
+    (``default`` for built-in defaults, ``--set`` for overrides) and what it means."""
+    cfg, composed = compose_config(path, overrides)
+    header = [
+        f"# resolved config of {path}" + "".join(f" --set {o}" for o in overrides or []),
+        "# after each key: the file that set it (default: not set by any file; --set: the command line)",
+        "# | the key's meaning from duda.config",
+    ]
+    return "\n".join(header) + "\n" + annotated_yaml(cfg, composed)
 
 
 __all__ = [
@@ -203,7 +249,9 @@ __all__ = [
     "TeacherSpec",
     "TrainConfig",
     "UDAConfig",
+    "compose_config",
     "config_from_dict",
     "load_config",
+    "show_config",
     "to_dict",
 ]

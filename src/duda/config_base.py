@@ -8,17 +8,36 @@ applies ``key.sub=value`` strings from the command line, parsing values as YAML.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
+import inspect
+import io
+import os
 import re
+import textwrap
+import tokenize
 import types
 import typing
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
 from duda.errors import ConfigError
 
 T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """A condition on a value beyond its type, as metadata: ``Annotated[int, Check(...)]``."""
+
+    test: Callable[[Any], bool]
+    expected: str  # what the error says was expected, e.g. "a positive integer"
+
+
+PositiveInt = Annotated[int, Check(lambda v: v > 0, "a positive integer")]
 
 
 class ConfigLoader(yaml.SafeLoader):
@@ -40,8 +59,13 @@ def yaml_load(text_or_stream: Any) -> Any:
     return yaml.load(text_or_stream, Loader=ConfigLoader)  # noqa: S506 (a SafeLoader subclass)
 
 
+_PLURAL = {int: "integers", float: "numbers", str: "strings", bool: "true/false values"}
+
+
 def _type_name(tp: Any) -> str:
     origin = get_origin(tp)
+    if origin is Annotated:
+        return _type_name(get_args(tp)[0])
     if origin is Literal:
         return " | ".join(repr(a) for a in get_args(tp))
     if origin in (Union, types.UnionType):
@@ -59,11 +83,20 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     origin = get_origin(tp)
     if tp is Any:
         return value
+    if origin is Annotated:
+        value = _convert(value, get_args(tp)[0], key)
+        for check in tp.__metadata__:
+            if isinstance(check, Check) and not check.test(value):
+                raise ConfigError(f"{key}: expected {check.expected}, got {value!r}")
+        return value
     if origin in (Union, types.UnionType):
         errors = []
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # X | None: X's own error says more (e.g. which key of a section)
+            return _convert(value, options[0], key)
         for arg in args:
             if arg is type(None):
                 continue
@@ -83,9 +116,11 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a mapping for {tp.__name__}, got {value!r}")
         return from_dict(tp, value, prefix=key)
     if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list ({_type_name(tp)}), got {value!r}")
         args = get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            item = args[0] if args and (origin is list or args[-1] is Ellipsis) else None
+            what = f"a list of {_PLURAL[item]}" if item in _PLURAL else f"a list ({_type_name(tp)})"
+            raise ConfigError(f"{key}: expected {what}, got {value!r}")
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
                 raise ConfigError(f"{key}: expected {len(args)} values ({_type_name(tp)}), got {value!r}")
@@ -125,19 +160,30 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
 def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
     """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError."""
     data = dict(data or {})
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        names = ", ".join(repr(f"{prefix}.{k}" if prefix else k) for k in unknown)
-        raise ConfigError(f"unknown key {names}; allowed here: {', '.join(sorted(fields))}")
+        keys = [f"{prefix}.{k}" if prefix else k for k in unknown]
+        exc = ConfigError(
+            f"unknown key {', '.join(map(repr, keys))}; allowed here: {', '.join(sorted(fields))}"
+        )
+        exc.key = keys[0]
+        raise exc
     kwargs = {}
     for name, field in fields.items():
         key = f"{prefix}.{name}" if prefix else name
         if name in data:
-            kwargs[name] = _convert(data[name], hints[name], key)
+            try:
+                kwargs[name] = _convert(data[name], hints[name], key)
+            except ConfigError as exc:
+                if exc.key is None:  # the innermost key that knows it wins
+                    exc.key = key
+                raise
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"missing required key '{key}'")
+            exc = ConfigError(f"missing required key '{key}'")
+            exc.key = key
+            raise exc
     try:
         obj = cls(**kwargs)
     except ConfigError:
@@ -158,8 +204,13 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a nested dict, in place."""
+def apply_overrides(
+    data: dict[str, Any], overrides: list[str], sources: dict[tuple[str, ...], str] | None = None
+) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a nested dict, in place.
+
+    The value replaces what was there (a mapping too). ``sources`` (see :class:`Composed`) records
+    the keys set as :data:`OVERRIDE`."""
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. train.iters=1000")
@@ -178,6 +229,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 raise ConfigError(f"override {key}: '{part}' is not a section")
             node = child
         node[parts[-1]] = value
+        if sources is not None:
+            _forget(sources, tuple(parts))
+            _record(sources, tuple(parts), value, OVERRIDE)
     return data
 
 
@@ -195,3 +249,212 @@ def load_yaml(path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return data
+
+
+# --------------------------------------------------------------------------- composed configs
+
+BASE_KEY = "_base_"
+OVERRIDE = "--set"  # the source recorded for keys set by apply_overrides(..., sources=...)
+DEFAULT = "default"  # the source shown for keys that no file set
+
+
+@dataclasses.dataclass
+class Composed:
+    """A config file merged with its ``_base_`` files, and which file set each key.
+
+    ``sources`` maps the path of every value that was written (a scalar, a list, null or an empty
+    mapping; never a section that only groups keys) to the file that wrote it last, or to
+    :data:`OVERRIDE` for ``--set`` values.
+    """
+
+    data: dict[str, Any]
+    sources: dict[tuple[str, ...], str]
+
+    def source_of(self, key: str | tuple[str, ...]) -> str | None:
+        """The file (or ``--set``) that set ``key`` (``"a.b[0].c"`` or a path tuple), or None."""
+        parts = _key_parts(key) if isinstance(key, str) else tuple(key)
+        for n in range(len(parts), 0, -1):
+            if parts[:n] in self.sources:
+                return self.sources[parts[:n]]
+        return None
+
+    def files_for(self, key: str) -> list[str]:
+        """The files that wrote ``key`` or, for a section or a missing key, the values of the
+        nearest section around it: where to look for the cause of an error about ``key``."""
+        source = self.source_of(key)
+        if source is not None:
+            return [source]
+        parts = _key_parts(key)
+        for n in range(len(parts), 0, -1):
+            found = {v: None for k, v in self.sources.items() if k[:n] == parts[:n]}
+            if found:
+                return list(found)
+        return []
+
+
+def _key_parts(key: str) -> tuple[str, ...]:
+    """``"method.duda.teachers[0].weight"`` -> ``("method", "duda", "teachers", "weight")``."""
+    return tuple(re.sub(r"\[[^\]]*\]", "", part) for part in key.split("."))
+
+
+def _forget(sources: dict[tuple[str, ...], str], path: tuple[str, ...]) -> None:
+    for key in [k for k in sources if k[: len(path)] == path]:
+        del sources[key]
+
+
+def _record(sources: dict[tuple[str, ...], str], path: tuple[str, ...], value: Any, source: str) -> None:
+    """Attribute ``value`` written at ``path`` to ``source``: each value inside a mapping."""
+    if isinstance(value, dict) and value:
+        for key, item in value.items():
+            _record(sources, (*path, key), item, source)
+    else:
+        sources[path] = source
+
+
+def merge_into(
+    dst: dict[str, Any], src: dict[str, Any], source: str, sources: dict[tuple[str, ...], str],
+    path: tuple[str, ...] = (), src_sources: dict[tuple[str, ...], str] | None = None,
+) -> None:  # fmt: skip
+    """Merge ``src`` into ``dst``: mappings key by key (recursively), anything else replaces.
+
+    ``sources`` is updated: replaced values forget where their old contents came from; the new
+    ones are attributed to ``src_sources[path]`` when given (``src`` was itself composed), else to
+    ``source``."""
+    for key, value in src.items():
+        here = (*path, key)
+        if isinstance(value, dict) and isinstance(dst.get(key), dict):
+            merge_into(dst[key], value, source, sources, here, src_sources)
+            continue
+        _forget(sources, here)
+        if isinstance(value, dict) and value:
+            dst[key] = {}
+            merge_into(dst[key], value, source, sources, here, src_sources)
+            continue
+        dst[key] = copy.deepcopy(value)
+        if src_sources is None:
+            sources[here] = source
+        else:
+            sources.update({k: v for k, v in src_sources.items() if k[: len(here)] == here})
+
+
+def compose_yaml(path: str) -> Composed:
+    """Read a YAML config with its ``_base_`` files merged in.
+
+    ``_base_: FILE`` or ``_base_: [FILE, ...]`` names files relative to the file that names them;
+    they may name bases of their own. The bases are merged in order, then the file itself: a
+    mapping overrides key by key (recursively), any other value (a list included) replaces.
+    A file that (indirectly) names itself is an error naming the chain of files.
+    """
+    return _compose(os.path.normpath(path), ())
+
+
+def _compose(path: str, chain: tuple[str, ...]) -> Composed:
+    reals = [os.path.realpath(p) for p in chain]
+    if os.path.realpath(path) in reals:
+        loop = " -> ".join((*chain[reals.index(os.path.realpath(path)) :], path))
+        raise ConfigError(f"{chain[-1]}: {BASE_KEY} files name each other in a cycle: {loop}")
+    data = load_yaml(path)
+    bases = data.pop(BASE_KEY, None)
+    if bases is None:
+        bases = []
+    elif isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) and b for b in bases):
+        raise ConfigError(
+            f"{path}: {BASE_KEY}: expected a file name or a list of file names "
+            f"(relative to this file), got {bases!r}"
+        )
+    merged: dict[str, Any] = {}
+    sources: dict[tuple[str, ...], str] = {}
+    for base in bases:
+        base_path = os.path.normpath(os.path.join(os.path.dirname(path), base))
+        if not os.path.isfile(base_path):
+            what = "is a folder" if os.path.isdir(base_path) else "not found"
+            raise ConfigError(f"{path}: {BASE_KEY} file {base!r} {what} (looked for {base_path})")
+        composed = _compose(base_path, (*chain, path))
+        merge_into(merged, composed.data, base_path, sources, src_sources=composed.sources)
+    merge_into(merged, data, path, sources)
+    return Composed(merged, sources)
+
+
+# --------------------------------------------------------------------------- annotated YAML
+
+
+@functools.cache
+def field_comments(cls: type) -> dict[str, str]:
+    """The source comment of each field of dataclass ``cls``: the one after the field on its line,
+    else the comment lines just above it (shortened); empty when the source is not available."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):
+        return {}
+    out: dict[str, str] = {}
+    above: list[str] = []
+    names = {f.name for f in dataclasses.fields(cls)}
+    for line in source.splitlines()[1:]:
+        stripped = line.strip()
+        if line.startswith("    #"):
+            above.append(stripped.lstrip("#").strip())
+            continue
+        match = re.match(r"    (\w+)\s*:", line)
+        if match and match.group(1) in names:
+            comment = _trailing_comment(line) or " ".join(above)
+            if len(comment) > 120:
+                comment = comment[:117].rsplit(" ", 1)[0] + " ..."
+            if comment:
+                out[match.group(1)] = comment
+        above = []
+    return out
+
+
+def _trailing_comment(line: str) -> str:
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(line.strip() + "\n").readline))
+    except (tokenize.TokenError, SyntaxError):
+        return ""
+    return next((t.string.lstrip("#").strip() for t in tokens if t.type == tokenize.COMMENT), "")
+
+
+def _flow(value: Any) -> str:
+    """``value`` as one line of YAML (flow style)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=1 << 30, sort_keys=False, allow_unicode=True)
+    return text.strip().removesuffix("...").strip()
+
+
+def annotated_yaml(obj: Any, composed: Composed, width: int = 44) -> str:
+    """Config dataclass ``obj`` as YAML with a comment on every key: the file that set it (from
+    ``composed``; :data:`DEFAULT` when none did), then the field's comment in its dataclass."""
+    rows: list[tuple[str, str]] = []
+
+    def note(path: tuple[str, ...], meaning: str | None) -> str:
+        source = composed.source_of(path) or DEFAULT
+        return f"{source} | {meaning}" if meaning else source
+
+    def mapping(value: dict[str, Any], path: tuple[str, ...], indent: str) -> None:
+        for key, item in value.items():
+            here = (*path, str(key))
+            if isinstance(item, dict) and item:
+                rows.append((f"{indent}{key}:", ""))
+                mapping(item, here, indent + "  ")
+            else:
+                rows.append((f"{indent}{key}: {_flow(to_dict(item))}", note(here, None)))
+
+    def section(value: Any, path: tuple[str, ...], indent: str) -> None:
+        comments = field_comments(type(value))
+        for f in dataclasses.fields(value):
+            item, here = getattr(value, f.name), (*path, f.name)
+            meaning = comments.get(f.name)
+            if dataclasses.is_dataclass(item) or (isinstance(item, dict) and item):
+                rows.append((f"{indent}{f.name}:", meaning or ""))
+                if isinstance(item, dict):
+                    mapping(item, here, indent + "  ")
+                else:
+                    section(item, here, indent + "  ")
+            else:
+                rows.append((f"{indent}{f.name}: {_flow(to_dict(item))}", note(here, meaning)))
+
+    section(obj, (), "")
+    lines = []
+    for text, comment in rows:
+        lines.append(f"{text.ljust(width)}  # {comment}".rstrip() if comment else text)
+    return "\n".join(lines) + "\n"

@@ -8,6 +8,8 @@ class DudaError(Exception):
 class ConfigError(DudaError):
     """A configuration key is unknown, missing or of the wrong type."""
 
+    key: str | None = None  # the dotted key it is about, when known (e.g. "data.source.resize[0]")
+
 
 class DatasetError(DudaError):
     """A dataset folder, file or label map is missing or malformed."""

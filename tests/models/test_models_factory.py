@@ -82,7 +82,7 @@ def test_resnet_overrides_change_width_and_depth():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"embed_dim": (8, 16, 32, 64)}, "unknown architecture field.*embed_dim"),
+        ({"embed_dim": (8, 16, 32, 64)}, r"unknown key 'arch\.embed_dim'; allowed here: .*embed_dims"),
         ({"depths": "1111"}, "depths.*list of integers"),
         ({"head_channels": 0}, "head_channels.*positive integer"),
         ({"num_heads": (3, 3, 3, 3)}, "divisible"),

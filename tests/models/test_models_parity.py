@@ -222,9 +222,9 @@ def test_stem_and_contract_dilation_overrides_and_errors():
     model = build_model("deeplabv2_r_tiny", stem="deep", contract_dilation=True, head_dilations=[6, 12])
     assert model.backbone.stem[0].weight.shape == (4, 3, 3, 3)
     assert model.backbone.layer4[0].conv2.dilation == (2, 2)
-    with pytest.raises(ConfigError, match=r"stem must be 'plain' or 'deep', got 'round'"):
+    with pytest.raises(ConfigError, match=r"arch\.stem: expected one of 'plain' \| 'deep', got 'round'"):
         build_model("deeplabv2red_r_tiny", stem="round")
-    with pytest.raises(ConfigError, match=r"contract_dilation=1: expected true or false"):
+    with pytest.raises(ConfigError, match=r"arch\.contract_dilation: expected true or false, got 1"):
         build_model("deeplabv2red_r_tiny", contract_dilation=1)
     with pytest.raises(ConfigError, match="even width"):
         build_model("deeplabv2red_r_tiny", width=7)

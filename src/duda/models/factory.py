@@ -8,13 +8,16 @@ of its ImageNet backbone weights. Keyword overrides change architecture fields; 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from duda.config_base import PositiveInt, from_dict
 from duda.errors import CheckpointError, ConfigError
 from duda.models import heads as H
 from duda.models.mit import MiTArch, MiTBackbone, mit_variant
@@ -26,12 +29,38 @@ from duda.models.pretrained import (
 from duda.models.resnet import ResNetArch, ResNetBackbone
 from duda.models.segmentor import SegmentationModel
 
-# Head fields accepted as overrides, per head type, with their defaults.
-_HEAD_FIELDS: dict[str, dict[str, Any]] = {
-    "daformer": {"head_channels": 256, "head_dilations": (1, 6, 12, 18), "dropout": 0.1},
-    "segformer": {"head_channels": 256, "dropout": 0.1},
-    "deeplabv2": {"head_dilations": (6, 12, 18, 24)},
-    "deeplabv3p": {"head_channels": 128, "head_dilations": (1, 6, 12, 18), "dropout": 0.1},
+
+@dataclass(frozen=True)
+class DAFormerHeadArch:
+    head_channels: PositiveInt = 256  # channels of the embedded features and of the fusion
+    head_dilations: tuple[int, ...] = (1, 6, 12, 18)  # rates of the depthwise-separable ASPP fusion
+    dropout: float = 0.1  # before the classifier
+
+
+@dataclass(frozen=True)
+class SegFormerHeadArch:
+    head_channels: PositiveInt = 256  # channels of the all-MLP decoder
+    dropout: float = 0.1  # before the classifier
+
+
+@dataclass(frozen=True)
+class DeepLabV2HeadArch:
+    head_dilations: tuple[int, ...] = (6, 12, 18, 24)  # ASPP classifier rates (summed)
+
+
+@dataclass(frozen=True)
+class DeepLabV3PlusHeadArch:
+    head_channels: PositiveInt = 128  # ASPP and decoder channels
+    head_dilations: tuple[int, ...] = (1, 6, 12, 18)  # ASPP rates
+    dropout: float = 0.1  # before the classifier
+
+
+# Architecture fields of each head type (overridable like the backbone's, e.g. head_channels=64).
+_HEAD_ARCH: dict[str, type] = {
+    "daformer": DAFormerHeadArch,
+    "segformer": SegFormerHeadArch,
+    "deeplabv2": DeepLabV2HeadArch,
+    "deeplabv3p": DeepLabV3PlusHeadArch,
 }
 
 
@@ -40,7 +69,7 @@ class Recipe:
     """How one model name is built."""
 
     backbone: str  # "mit" | "resnet"
-    head: str  # a key of _HEAD_FIELDS
+    head: str  # a key of _HEAD_ARCH
     defaults: dict[str, Any] = field(default_factory=dict)  # backbone + head fields
     hub_id: str | None = None  # ImageNet weights of the default backbone
     description: str = ""
@@ -161,52 +190,33 @@ def _backbone_fields(kind: str) -> dict[str, Any]:
     return dataclasses.asdict(arch)
 
 
+@functools.cache
+def arch_class(name: str) -> type:
+    """The dataclass of ``name``'s architecture fields (backbone and head), typed as in
+    ``MiTArch`` / ``ResNetArch`` and the head's ``*HeadArch``, with the recipe's defaults."""
+    r = recipe(name)
+    parts = (MiTArch if r.backbone == "mit" else ResNetArch, _HEAD_ARCH[r.head])
+    hints = {k: v for cls in parts for k, v in typing.get_type_hints(cls, include_extras=True).items()}
+    defaults = {k: v for cls in parts for k, v in dataclasses.asdict(cls()).items()} | r.defaults
+    fields = [(k, hints[k], dataclasses.field(default=defaults[k])) for k in hints]
+    return dataclasses.make_dataclass(f"{name}_arch", fields, frozen=True)
+
+
 def allowed_overrides(name: str) -> dict[str, Any]:
     """Architecture fields of ``name`` and their values before overrides."""
-    r = recipe(name)
-    fields = {**_backbone_fields(r.backbone), **_HEAD_FIELDS[r.head]}
-    fields.update(r.defaults)
-    return fields
+    return dataclasses.asdict(arch_class(name)())
 
 
-def _check_override(name: str, key: str, value: Any, default: Any) -> Any:
-    """Validate one override against the type of its default; lists become tuples."""
-    where = f"model {name!r} override {key}={value!r}"
-    if isinstance(default, bool):  # before int: bool is an int subclass
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false")
-        return value
-    if isinstance(default, tuple):
-        if not isinstance(value, (list, tuple)) or not all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value
-        ):
-            raise ConfigError(f"{where}: expected a list of integers")
-        return tuple(value)
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number")
-        return float(value)
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ConfigError(f"{where}: expected a positive integer")
-        return value
-    if isinstance(default, str) and not isinstance(value, str):
-        raise ConfigError(f"{where}: expected a string")
-    return value
-
-
-def resolve_arch(name: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Full architecture fields of ``name`` with ``overrides`` applied and validated."""
-    fields = allowed_overrides(name)
-    unknown = sorted(set(overrides) - set(fields))
-    if unknown:
-        raise ConfigError(
-            f"model {name!r}: unknown architecture field(s) {', '.join(unknown)}; "
-            f"allowed: {', '.join(sorted(fields))}"
-        )
-    for key, value in overrides.items():
-        fields[key] = _check_override(name, key, value, fields[key])
-    return fields
+def resolve_arch(name: str, overrides: dict[str, Any], prefix: str = "arch") -> dict[str, Any]:
+    """Full architecture fields of ``name`` with ``overrides`` applied, checked and converted
+    (lists become tuples) by the config machinery; errors name ``prefix.<field>`` and the model."""
+    try:
+        arch = from_dict(arch_class(name), overrides, prefix=prefix)
+    except ConfigError as exc:
+        error = ConfigError(f"{exc} (architecture fields of model {name!r})")
+        error.key = exc.key
+        raise error from None
+    return dataclasses.asdict(arch)
 
 
 def _json_ready(overrides: dict[str, Any]) -> dict[str, Any]:

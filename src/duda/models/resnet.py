@@ -22,13 +22,15 @@ from typing import Literal
 import torch
 from torch import nn
 
+from duda.config_base import PositiveInt
+
 
 @dataclass(frozen=True)
 class ResNetArch:
     """Architecture of one ResNet encoder; the defaults are a DeepLabV2 ResNet-101."""
 
     layers: tuple[int, ...] = (3, 4, 23, 3)
-    width: int = 64  # channels of the stem and of the first stage's 3×3 convs
+    width: PositiveInt = 64  # channels of the stem and of the first stage's 3×3 convs
     block: Literal["bottleneck", "basic"] = "bottleneck"
     dilations: tuple[int, ...] = (1, 1, 2, 4)
     stem: Literal["plain", "deep"] = "plain"  # 7×7 conv, or V1c's three 3×3 convs

@@ -1,0 +1,42 @@
+"""`duda config show CONFIG`: the fully resolved config, with the file that set each key."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "config",
+        help="inspect experiment configs (duda config show CONFIG)",
+        description="Inspect experiment configs.",
+    )
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    show = actions.add_parser(
+        "show",
+        help="print the resolved config with the file that set each key",
+        description=(
+            "Print CONFIG fully resolved (its _base_ files merged, then the --set overrides, then the "
+            "built-in defaults) as YAML that `duda train` accepts. Each key's comment names where its "
+            "value comes from: the config file or one of its bases, --set, or default; then what the "
+            "key means."
+        ),
+    )
+    show.add_argument("config", help="YAML experiment config")
+    show.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key as `duda train --set` does (repeatable; VALUE is YAML)",
+    )
+    show.set_defaults(func=run_show)
+    p.set_defaults(func=lambda args: p.print_help() or 2)
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from duda.config import show_config
+
+    print(show_config(args.config, list(args.overrides)), end="")
+    return 0
