@@ -12,3 +12,27 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def mit_name():
+    """Turns a MiT module or parameter name written in the transformers 5.x layout
+    (``…encoder.stages.0.blocks.1.attention.q_proj.weight``) into the installed one: unchanged on
+    5.x, the 4.x layout (``…encoder.encoder.block.0.1.attention.self.query.weight``) on 4.x."""
+    import re
+
+    from duda.models.mit import MiTArch, MiTBackbone
+    from duda.models.pretrained import mit_stages_to_legacy
+
+    tiny = MiTArch(embed_dims=(8, 8, 8, 8), depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1))
+    uses_stages = any(k.startswith("encoder.stages.") for k in MiTBackbone(tiny).state_dict())
+
+    def convert(name: str) -> str:
+        m = re.fullmatch(r"(.*?)encoder\.(stages\..+)", name)
+        if uses_stages or not m:
+            return name
+        is_param = m[2].endswith((".weight", ".bias"))
+        legacy = mit_stages_to_legacy(m[2] if is_param else m[2] + ".weight")
+        return f"{m[1]}encoder.encoder.{legacy if is_param else legacy.removesuffix('.weight')}"
+
+    return convert

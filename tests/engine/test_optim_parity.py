@@ -77,15 +77,16 @@ def test_daformer_head_batchnorm_decays_with_head_lr():
     assert got["head.classifier.bias"] == pytest.approx((6e-4, 0.01))
 
 
-def test_mit_backbone_norms_do_not_decay():
+def test_mit_backbone_norms_do_not_decay(mit_name):
     model = build_model("daformer_mit_tiny", num_classes=5)
     got = _by_name(model)
-    assert got["backbone.encoder.stages.0.layer_norm.weight"] == (LR, 0.0)
-    assert got["backbone.encoder.stages.1.blocks.0.layernorm_before.bias"] == (LR, 0.0)
-    assert got["backbone.encoder.stages.0.patch_embeddings.layer_norm.weight"] == (LR, 0.0)
-    assert got["backbone.encoder.stages.2.blocks.0.attention.sequence_reduction.layer_norm.bias"] == (LR, 0.0)
-    assert got["backbone.encoder.stages.0.blocks.0.attention.q_proj.bias"] == (LR, WD)
-    assert got["backbone.encoder.stages.0.patch_embeddings.proj.weight"] == (LR, WD)
+    s = "backbone.encoder.stages"  # transformers 5.x names; mit_name gives the installed ones
+    assert got[mit_name(f"{s}.0.layer_norm.weight")] == (LR, 0.0)
+    assert got[mit_name(f"{s}.1.blocks.0.layernorm_before.bias")] == (LR, 0.0)
+    assert got[mit_name(f"{s}.0.patch_embeddings.layer_norm.weight")] == (LR, 0.0)
+    assert got[mit_name(f"{s}.2.blocks.0.attention.sequence_reduction.layer_norm.bias")] == (LR, 0.0)
+    assert got[mit_name(f"{s}.0.blocks.0.attention.q_proj.bias")] == (LR, WD)
+    assert got[mit_name(f"{s}.0.patch_embeddings.proj.weight")] == (LR, WD)
     # tiny MiT (depths 1,1,1,1; sr 8,4,2,1): 4 patch + 4 block×2 + 4 stage + 3 SR LayerNorms
     assert sum(1 for v in got.values() if v[1] == 0.0) == 2 * (4 + 8 + 4 + 3)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -156,8 +157,9 @@ def _legacy_to_mmseg(state):
 def test_mmseg_mit_checkpoint_loads_with_kv_split(tmp_path):
     torch.manual_seed(5)
     donor = build_model("daformer_mit_tiny").eval()
-    stages = {k.removeprefix("encoder."): v for k, v in donor.backbone.state_dict().items()}
-    legacy = {mit_stages_to_legacy(k): v for k, v in stages.items()}
+    # installed keys: encoder.stages.* (transformers 5.x) or encoder.encoder.block.* (4.x)
+    bare = {re.sub(r"^(encoder\.)+", "", k): v for k, v in donor.backbone.state_dict().items()}
+    legacy = {mit_stages_to_legacy(k): v for k, v in bare.items()}
     assert "block.0.0.attention.self.query.weight" in legacy and "layer_norm.3.weight" in legacy
     mmseg = _legacy_to_mmseg(legacy)
     assert "block1.0.attn.kv.weight" in mmseg and "patch_embed1.proj.weight" in mmseg

@@ -14,6 +14,7 @@ Expected values are written from the reference's rules, not from the project's c
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -135,7 +136,7 @@ def test_built_models_carry_the_head_init():
 # ----------------------------------------------------------------------------- item 7: LayerNorm eps
 
 
-def test_mit_layer_norm_eps_by_module_name():
+def test_mit_layer_norm_eps_by_module_name(mit_name):
     # depths (2, 1, 1, 1), sr_ratios (8, 4, 2, 1): the last stage has no spatial reduction.
     arch = MiTArch(embed_dims=(8, 16, 32, 64), depths=(2, 1, 1, 1), num_heads=(1, 1, 2, 4))
     backbone = MiTBackbone(arch)
@@ -149,6 +150,7 @@ def test_mit_layer_norm_eps_by_module_name():
             if s < 3:
                 expected[f"{block}.attention.sequence_reduction.layer_norm"] = 1e-5  # Attention.norm
         expected[f"encoder.stages.{s}.layer_norm"] = 1e-6  # MixVisionTransformer.norm{s+1}
+    expected = {mit_name(n): eps for n, eps in expected.items()}  # transformers 4.x: block.* names
     found = {n: m.eps for n, m in backbone.named_modules() if isinstance(m, nn.LayerNorm)}
     assert found == expected
     assert len(found) == 4 + 2 * 5 + 4 + 4  # 4 patch, 2 per block (5 blocks), 4 stage, 4 SR norms
@@ -167,6 +169,39 @@ def test_unknown_layer_norm_name_is_an_error():
     odd.encoder.extra_norm = nn.LayerNorm(4)
     with pytest.raises(ValueError, match="encoder.extra_norm"):
         set_reference_layer_norm_eps(odd)
+
+
+# ------------------------------------------------------------------------------- MiT attention path
+
+
+def test_mit_fused_attention_matches_eager(monkeypatch):
+    """transformers 5.x: MiT runs PyTorch's fused attention, with the eager path's result. The 4.x
+    SegFormer has only the eager path (4.57 refuses a request for "sdpa"), which MiT then asks for."""
+    from transformers import SegformerModel
+
+    fused = getattr(SegformerModel, "_supports_sdpa", False)
+    arch = MiTArch(embed_dims=(8, 16, 32, 64), depths=(2, 1, 1, 1), num_heads=(1, 1, 2, 4))
+    backbone = MiTBackbone(arch).eval()
+    assert backbone.encoder.config._attn_implementation == ("sdpa" if fused else "eager")
+    eager = copy.deepcopy(backbone)
+    eager.encoder.config._attn_implementation = "eager"
+
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        out = backbone(x)
+        assert len(calls) == (5 if fused else 0)  # one call per block (5 blocks)
+        reference = eager(x)
+        assert len(calls) == (5 if fused else 0)  # the eager copy makes none
+    for a, b in zip(out, reference, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 # ------------------------------------------------------------------ item 11: DeepLabV2 (UDA literature)

@@ -56,7 +56,8 @@ class TrainResult:
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
-    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    # shifted as a Python int: numpy < 2 has no uint64 >> int64 ufunc loop
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1, dtype=np.uint64)[0]) >> 1
 
 
 class _StopFlag:

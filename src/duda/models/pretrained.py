@@ -245,14 +245,22 @@ def mit_mmseg_to_legacy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
 def mit_checkpoint_to_backbone(
     state: dict[str, torch.Tensor], backbone: nn.Module
 ) -> dict[str, torch.Tensor]:
-    """Translate any accepted MiT checkpoint layout to ``MiTBackbone``'s state-dict keys."""
+    """Translate any accepted MiT checkpoint layout to ``MiTBackbone``'s state-dict keys.
+
+    ``MiTBackbone.encoder`` is a ``SegformerModel``: its keys are ``stages.*`` in transformers 5.x
+    and ``encoder.{block,patch_embeddings,layer_norm}.*`` in 4.x, so the backbone's own keys are
+    ``encoder.stages.*`` (5.x) or ``encoder.encoder.block.*`` (4.x). Every ``encoder.`` in front
+    is dropped from the checkpoint's keys (ours from either version, HF ``SegformerModel``, hub
+    ``segformer.encoder.*``), the names are converted, and the installed prefix is put back.
+    """
     state = strip_wrappers(state)
-    state = {k.removeprefix("encoder."): v for k, v in state.items()}  # ours, or HF SegformerModel
+    state = {re.sub(r"^(encoder\.)+", "", k): v for k, v in state.items()}
     if any(re.match(r"patch_embed\d+\.", k) for k in state):
         state = mit_mmseg_to_legacy(state)
     installed_uses_stages = any(k.startswith("encoder.stages.") for k in backbone.state_dict())
     convert = mit_legacy_to_stages if installed_uses_stages else mit_stages_to_legacy
-    return {f"encoder.{convert(k)}": v for k, v in state.items()}
+    prefix = "encoder." if installed_uses_stages else "encoder.encoder."
+    return {prefix + convert(k): v for k, v in state.items()}
 
 
 def _hf_resnet_key(key: str) -> str:

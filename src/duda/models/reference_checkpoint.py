@@ -94,6 +94,7 @@ def _numpy_safe_globals(names: list[str]) -> list[tuple[Any, str]] | None:
     None when any name is something else.
     """
     core = getattr(np, "_core", None) or np.core
+    dtypes = getattr(np, "dtypes", None)  # numpy >= 1.25; older numpy pickles dtypes as numpy.dtype
     out: list[tuple[Any, str]] = []
     for name in names:
         module, _, attr = name.rpartition(".")
@@ -104,12 +105,16 @@ def _numpy_safe_globals(names: list[str]) -> list[tuple[Any, str]] | None:
             out.append((getattr(core.multiarray, attr), name))
         elif name in ("numpy.ndarray", "numpy.dtype"):
             out.append((getattr(np, attr), name))
-        elif module == "numpy.dtypes" and isinstance(getattr(np.dtypes, attr, None), type):
-            out.append((getattr(np.dtypes, attr), name))
+        elif module == "numpy.dtypes" and isinstance(getattr(dtypes, attr, None), type):
+            out.append((getattr(dtypes, attr), name))
         else:
             return None
-    if out:  # a rebuilt dtype is an instance of its class in numpy.dtypes (Int64DType, ...)
-        out += [(t, f"numpy.dtypes.{t.__name__}") for t in vars(np.dtypes).values() if _is_dtype_class(t)]
+    if out:  # a rebuilt dtype is an instance of its class (numpy.dtypes.Int64DType, ...)
+        if dtypes is not None:
+            classes = [t for t in vars(dtypes).values() if _is_dtype_class(t)]
+        else:  # numpy < 1.25: the same classes, reachable only through their instances
+            classes = sorted({type(np.dtype(t)) for t in set(np.sctypeDict.values())}, key=str)
+        out += [(t, f"{t.__module__}.{t.__name__}") for t in classes]
     return out
 
 
