@@ -266,3 +266,29 @@ if __name__ == "__main__":
         sys.exit(f"usage: python {sys.argv[0]} --write-snapshot")
     write_snapshot()
     print(f"wrote {SNAPSHOT}")
+
+
+def test_shipped_configs_resolve_by_name_from_any_folder(tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    from duda.cli import main
+    from duda.config import load_config, packaged_configs_dir, resolve_config_path
+    from duda.config_base import to_dict
+
+    repo_file = Path(__file__).resolve().parents[1] / "configs" / "gta2cs" / "duda_mitb5_mitb0.yaml"
+    expected = to_dict(load_config(str(repo_file)))
+    monkeypatch.chdir(tmp_path)  # no configs/ here
+    for name in (
+        "configs/gta2cs/duda_mitb5_mitb0.yaml",
+        "gta2cs/duda_mitb5_mitb0.yaml",
+        "gta2cs/duda_mitb5_mitb0",
+    ):
+        path = resolve_config_path(name)
+        assert Path(path).is_relative_to(packaged_configs_dir())
+        assert to_dict(load_config(name)) == expected
+    with pytest.raises(ConfigError, match="gta2cs/nope.yaml: no such config file"):
+        load_config("gta2cs/nope.yaml")
+    assert main(["config", "list"]) == 0
+    listed = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("(")]
+    assert "gta2cs/duda_mitb5_mitb0" in listed and not any(x.startswith("_base_") for x in listed)
+    assert len(listed) == 52

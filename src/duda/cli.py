@@ -86,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     except DudaError as exc:
         print(f"duda {args.command}: error: {exc}", file=sys.stderr)
         return int(getattr(exc, "exit_code", 2))
+    except BrokenPipeError:  # `duda ... | head`: the reader left; not an error of the command
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:  # a file system failure no check foresaw: still one line, no traceback
         from duda.files import reason
 

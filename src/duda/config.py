@@ -10,7 +10,9 @@ A config file may name base files (``_base_: [FILE, ...]``) that it is merged ov
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from duda.config_base import (
@@ -197,10 +199,35 @@ def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
     return cfg
 
 
+def packaged_configs_dir() -> Path:
+    """The paper benchmarks' configs shipped inside the package (``configs/`` in a checkout links
+    to them): ``gta2cs/``, ``syn2cs/``, ``cs2acdc/``, ``cs2darkzurich/``, ``_base_/``."""
+    return Path(__file__).resolve().parent / "configs"
+
+
+def resolve_config_path(path: str) -> str:
+    """``path`` when it exists; else the shipped config of that name, so that
+    ``duda train configs/gta2cs/duda_mitb5_mitb0.yaml`` (or ``gta2cs/duda_mitb5_mitb0``) works
+    from any folder after ``pip install``. A missing file is an error naming both places."""
+    if os.path.exists(path) or os.path.isabs(path):
+        return path
+    rel = Path(path)
+    if rel.parts and rel.parts[0] == "configs":
+        rel = Path(*rel.parts[1:])
+    for candidate in (rel, rel.with_suffix(".yaml")) if rel.suffix != ".yaml" else (rel,):
+        shipped = packaged_configs_dir() / candidate
+        if candidate.parts and shipped.is_file():
+            return str(shipped)
+    raise ConfigError(
+        f"{path}: no such config file (also not among the configs shipped with duda in "
+        f"{packaged_configs_dir()}; `duda config list` shows them)"
+    )
+
+
 def compose_config(path: str | None, overrides: list[str] | None = None) -> tuple[ExperimentConfig, Composed]:
     """The config of ``path`` (its ``_base_`` files merged in; defaults when None) with
     ``overrides`` applied, and where each key was set (:class:`duda.config_base.Composed`)."""
-    composed = compose_yaml(path) if path else Composed({}, {})
+    composed = compose_yaml(resolve_config_path(path)) if path else Composed({}, {})
     apply_overrides(composed.data, list(overrides or []), composed.sources)
     try:
         return config_from_dict(composed.data), composed

@@ -1,4 +1,5 @@
-"""`duda config show CONFIG`: the fully resolved config, with the file that set each key."""
+"""`duda config show CONFIG`: the fully resolved config, with the file that set each key;
+`duda config list`: the configs shipped with the package."""
 
 from __future__ import annotations
 
@@ -32,6 +33,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="override a config key as `duda train --set` does (repeatable; VALUE is YAML)",
     )
     show.set_defaults(func=run_show)
+    listing = actions.add_parser(
+        "list",
+        help="list the configs shipped with duda (usable by name from any folder)",
+        description=(
+            "List the paper benchmarks' configs shipped inside the package. `duda train NAME` accepts "
+            "them by name (e.g. gta2cs/duda_mitb5_mitb0) from any folder; copy one to change it."
+        ),
+    )
+    listing.set_defaults(func=run_list)
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
 
@@ -39,4 +49,16 @@ def run_show(args: argparse.Namespace) -> int:
     from duda.config import show_config
 
     print(show_config(args.config, list(args.overrides)), end="")
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from duda.config import packaged_configs_dir
+
+    root = packaged_configs_dir()
+    for path in sorted(root.rglob("*.yaml")):
+        rel = path.relative_to(root)
+        if rel.parts[0] != "_base_":
+            print(rel.with_suffix("").as_posix())
+    print(f"({root}; bases in _base_/)")
     return 0
