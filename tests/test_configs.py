@@ -10,10 +10,10 @@ from duda.models import list_models
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(
-    {p.resolve() for p in ROOT.glob("configs/**/*.yaml") if "_base_" not in p.parts}
+    {p.resolve() for p in ROOT.glob("src/duda/configs/**/*.yaml") if "_base_" not in p.parts}
     | set(ROOT.glob("src/duda/demo/configs/*.yaml"))
 )
-BASES = sorted(ROOT.glob("configs/_base_/**/*.yaml"))
+BASES = sorted(ROOT.glob("src/duda/configs/_base_/**/*.yaml"))  # configs/ links here
 
 
 def test_all_benchmarks_and_methods_present():
