@@ -260,7 +260,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         out += [
             "Backends: `torch-fp32` eager under `inference_mode`; `torch-fp32-cl` the same in channels_last; "
             "`torch-bf16` bf16 autocast; `onnx` onnxruntime CPU with all graph optimisations; `onnx-noopt` "
-            "onnxruntime with graph optimisations disabled (the before/after of ORT's fusions)."
+            "onnxruntime with graph optimisations disabled (the before/after of ORT's fusions); "
+            "`onnx-int8` onnxruntime on the statically quantized graph (QDQ, per-channel int8 weights, "
+            f"uint8 activations; calibrated on {B.INT8_BENCH_CALIBRATION} random-normal inputs, as the "
+            "weights are random too: a latency figure, not an accuracy one)."
         ]
     if "train" in report:
         t = o.train
