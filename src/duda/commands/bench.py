@@ -13,11 +13,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="measure inference latency, training-step cost and loader throughput",
         description=(
             "Measure, in one run: batch-1 inference latency, images/s and peak memory of small and large "
-            "models in PyTorch fp32 / channels_last / bf16 autocast and onnxruntime; training-step time, "
-            "peak memory and achieved GFLOP/s (against a matrix product of the same precision) of "
-            "source-only, DAFormer, MIC and DUDA stages 1 and 2 on random batches; and the training "
-            "loader's throughput against a GPU step's demand. Prints a Markdown report and writes it to "
-            "--out (text after the notes marker in an existing file is kept)."
+            "models in PyTorch fp32 / channels_last / bf16 autocast and onnxruntime fp32 / int8; "
+            "training-step time, peak memory and achieved GFLOP/s (against a matrix product of the same "
+            "precision) of source-only, DAFormer, MIC and DUDA stages 1 and 2 on random batches; and the "
+            "training loader's throughput against a GPU step's demand. Prints a Markdown report and writes "
+            "it to --out (text after the notes marker in an existing file is kept)."
         ),
     )
     parser.add_argument(
@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--backends", nargs="+", default=None, help="inference backends (default: all of torch-fp32, "
-        "torch-fp32-cl, torch-bf16, onnx, onnx-noopt)",
+        "torch-fp32-cl, torch-bf16, onnx, onnx-noopt, onnx-int8)",
     )  # fmt: skip
     parser.add_argument(
         "--large", default=None, help="large model of the training cases (default daformer_mitb5)"

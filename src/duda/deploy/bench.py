@@ -27,7 +27,13 @@ from typing import Any
 
 import torch
 
-INFERENCE_BACKENDS = ("torch-fp32", "torch-fp32-cl", "torch-bf16", "onnx", "onnx-noopt")
+from duda.log import info
+
+INFERENCE_BACKENDS = ("torch-fp32", "torch-fp32-cl", "torch-bf16", "onnx", "onnx-noopt", "onnx-int8")
+#: Random-normal inputs the ``onnx-int8`` backend calibrates its activations on (latency only: the
+#: models here have random weights, so accuracy means nothing; a real INT8 export calibrates on
+#: target images, see ``duda export --quantize int8``).
+INT8_BENCH_CALIBRATION = 2
 TRAIN_CASES = ("source_only", "daformer", "mic", "duda-stage1", "duda-stage2")
 
 
@@ -66,7 +72,9 @@ def machine_info(threads: int) -> dict[str, Any]:
     import onnxruntime
 
     flags = cpu_flags()
-    simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    # VNNI (int8 dot products) decides the speed of onnx-int8; bf16/AMX that of torch-bf16
+    wanted = ("avx2", "avx512f", "avx_vnni", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+    simd = [f for f in wanted if f in flags]
     return {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
@@ -166,6 +174,20 @@ def _export_for_bench(name: str, size: tuple[int, int], path: str, threads: int)
     return {"export_s": time.perf_counter() - start}
 
 
+def _quantize_for_bench(
+    fp32_path: str, path: str, size: tuple[int, int], calibration: int, threads: int
+) -> dict:
+    from duda.deploy.onnx_export import random_inputs
+    from duda.deploy.quantize import array_feed, quantize_onnx
+
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="duda_quant_") as work:
+        feed = array_feed(random_inputs(size[0], size[1], calibration, seed=7))
+        quantize_onnx(Path(fp32_path), Path(path), feed, Path(work))
+    return {"quantize_s": time.perf_counter() - start}
+
+
 def _inference_onnx(path: str, size: tuple[int, int], optimize: bool, reps: int, threads: int) -> dict:
     import numpy as np
 
@@ -186,7 +208,7 @@ def bench_inference(
     threads: int,
     bf16_gflops: float,
     bf16_cap_s: float,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = info,
 ) -> list[InferenceRow]:
     """One row per (model, backend): median latency, images/s and peak memory at batch 1."""
     from duda.models import count_flops
@@ -213,7 +235,17 @@ def bench_inference(
                         export_s = run_isolated(_export_for_bench, name, size, onnx_path, threads)["export_s"]
                         exported = True
                         row.note = f"export {export_s:.0f} s"
-                    out = run_isolated(_inference_onnx, onnx_path, size, backend == "onnx", reps, threads)
+                    path = onnx_path
+                    if backend == "onnx-int8":
+                        path = str(Path(tmp) / f"{name}.int8.onnx")
+                        n = INT8_BENCH_CALIBRATION
+                        quant = run_isolated(_quantize_for_bench, onnx_path, path, size, n, threads)
+                        quant_s = quant["quantize_s"]
+                        row.note = (row.note + "; " if row.note else "") + (
+                            f"static QDQ, per-channel weights, calibrated on {n} random-normal inputs; "
+                            f"quantize {quant_s:.0f} s"
+                        )
+                    out = run_isolated(_inference_onnx, path, size, backend != "onnx-noopt", reps, threads)
                 else:
                     out = run_isolated(_inference_torch, name, size, backend, reps, threads)
                 row.latency_s = statistics.median(out["times"])
@@ -371,7 +403,7 @@ def bench_train(
     peak_gflops: dict[str, float],
     bf16_cap_s: float,
     precisions: tuple[str, ...] = ("fp32", "bf16"),
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = info,
 ) -> list[TrainRow]:
     """One row per (case, precision): step time, peak memory, FLOPs and achieved GFLOP/s."""
     rows = []

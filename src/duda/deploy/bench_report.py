@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from duda.deploy import bench as B
+from duda.log import info
 
 # A GPU-sized training step the loader must keep up with: DAFormer on one RTX 2080 Ti,
 # 16 h / 40k iterations (DAFormer paper) = 0.69 it/s, each with 2 source + 2 target images.
@@ -62,7 +63,7 @@ def quick_options(sections: tuple[str, ...]) -> BenchOptions:
     )
 
 
-def run_benchmarks(opts: BenchOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_benchmarks(opts: BenchOptions, log: Callable[[str], None] = info) -> dict[str, Any]:
     """Every requested section, measured now; a dict that :func:`render_markdown` formats."""
     torch.set_num_threads(opts.threads)
     report: dict[str, Any] = {
@@ -260,7 +261,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         out += [
             "Backends: `torch-fp32` eager under `inference_mode`; `torch-fp32-cl` the same in channels_last; "
             "`torch-bf16` bf16 autocast; `onnx` onnxruntime CPU with all graph optimisations; `onnx-noopt` "
-            "onnxruntime with graph optimisations disabled (the before/after of ORT's fusions)."
+            "onnxruntime with graph optimisations disabled (the before/after of ORT's fusions); "
+            "`onnx-int8` onnxruntime on the statically quantized graph (QDQ, per-channel int8 weights, "
+            f"uint8 activations; calibrated on {B.INT8_BENCH_CALIBRATION} random-normal inputs, as the "
+            "weights are random too: a latency figure, not an accuracy one)."
         ]
     if "train" in report:
         t = o.train

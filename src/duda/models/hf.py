@@ -415,7 +415,7 @@ def _check_against_transformers(config, state: dict[str, torch.Tensor]) -> None:
 
 def cli_export(args: argparse.Namespace) -> int:
     """``duda export --format hf``: the ONNX-only options are refused, not ignored."""
-    from duda.engine.checkpoint import load_inference_model
+    from duda.api import load_model
 
     onnx_only = {
         "--height": args.height,
@@ -430,7 +430,7 @@ def cli_export(args: argparse.Namespace) -> int:
         raise DudaError(f"{', '.join(given)}: ONNX options, not used by --format hf")
     if Path(args.out).suffix == ".onnx":
         raise DudaError(f"--out {args.out}: --format hf writes a folder; give a folder name")
-    loaded = load_inference_model(args.checkpoint, which=args.which)
+    loaded = load_model(args.checkpoint, which=args.which).loaded  # the loader of duda.load_model
     result = export_hf(loaded, args.out)
     print(f"exported {loaded.model_name} as {HF_CLASS} to {result.path}/ ({', '.join(result.files)})")
     h, w = result.check_shape
