@@ -181,11 +181,40 @@ def _quantize_for_bench(
     from duda.deploy.quantize import array_feed, quantize_onnx
 
     torch.set_num_threads(threads)
+    # onnxruntime's calibration keeps every intermediate tensor of every calibration input: for a
+    # large model at full size that exceeds the machine (DAFormer-B5 at 512x1024: > 24 GB, killed
+    # by the kernel). Under an address-space cap the allocation fails here instead, and the row
+    # says so.
+    cap = _memory_cap_bytes()
+    if cap:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="duda_quant_") as work:
-        feed = array_feed(random_inputs(size[0], size[1], calibration, seed=7))
-        quantize_onnx(Path(fp32_path), Path(path), feed, Path(work))
+    try:
+        with tempfile.TemporaryDirectory(prefix="duda_quant_") as work:
+            feed = array_feed(random_inputs(size[0], size[1], calibration, seed=7))
+            quantize_onnx(Path(fp32_path), Path(path), feed, Path(work))
+    except Exception as exc:  # MemoryError, or onnxruntime reporting a failed allocation
+        if (
+            "memory" not in str(exc).lower()
+            and "alloc" not in str(exc).lower()
+            and not isinstance(exc, MemoryError)
+        ):
+            raise
+        return {"error": f"calibration ran out of memory (capped at {cap / 2**30:.0f} GB)"}
     return {"quantize_s": time.perf_counter() - start}
+
+
+def _memory_cap_bytes() -> int | None:
+    """Three quarters of the machine's memory (Linux), or None where it cannot be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024 * 3 // 4
+    except OSError:
+        return None
+    return None
 
 
 def _inference_onnx(path: str, size: tuple[int, int], optimize: bool, reps: int, threads: int) -> dict:
@@ -240,6 +269,10 @@ def bench_inference(
                         path = str(Path(tmp) / f"{name}.int8.onnx")
                         n = INT8_BENCH_CALIBRATION
                         quant = run_isolated(_quantize_for_bench, onnx_path, path, size, n, threads)
+                        if "error" in quant:
+                            row.note = (row.note + "; " if row.note else "") + f"skipped: {quant['error']}"
+                            log(f"  {name} {backend}: {row.note}")
+                            continue
                         quant_s = quant["quantize_s"]
                         row.note = (row.note + "; " if row.note else "") + (
                             f"static QDQ, per-channel weights, calibrated on {n} random-normal inputs; "
