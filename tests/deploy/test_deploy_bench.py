@@ -145,3 +145,13 @@ def test_options_from_args_applies_flags_and_rejects_bad_names():
         options_from_args(bench_args(models=["mitb9"]))
     with pytest.raises(DudaError, match="--reps must be at least 1"):
         options_from_args(bench_args(reps=0))
+
+
+def test_loader_bench_runs_from_the_package():
+    """The loader section needs no source checkout (its helpers ship in duda.deploy)."""
+    import math
+
+    from duda.deploy.bench import bench_loader
+
+    r = bench_loader(images=2, workers=0, batches=2, batch=1, crop=64)
+    assert not r.note and math.isfinite(r.samples_per_s) and r.samples_per_s > 0

@@ -513,16 +513,10 @@ class LoaderResult:
 
 
 def _loader_speed_module():
-    """``benchmarks/loader_speed.py`` of the source checkout (its tree builder and timer)."""
-    import importlib.util
+    """``duda.deploy.loader_speed``: its tree builder and timer (shipped in the package)."""
+    from duda.deploy import loader_speed
 
-    path = Path(__file__).resolve().parents[3] / "benchmarks" / "loader_speed.py"
-    if not path.is_file():
-        return None
-    spec = importlib.util.spec_from_file_location("duda_loader_speed", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return loader_speed
 
 
 def bench_loader(images: int, workers: int, batches: int, batch: int, crop: int) -> LoaderResult:
@@ -532,10 +526,6 @@ def bench_loader(images: int, workers: int, batches: int, batch: int, crop: int)
     from duda.data.prepare import prepare_dataset
 
     ls = _loader_speed_module()
-    if ls is None:
-        return LoaderResult(
-            workers, batch, images, float("nan"), crop, "benchmarks/loader_speed.py not found"
-        )
     with tempfile.TemporaryDirectory(prefix="duda_loader_") as tmp:
         gta_root, cs_root = ls.build_trees(Path(tmp), images)
         prepare_dataset("gta", gta_root, progress=False)
