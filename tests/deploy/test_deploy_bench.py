@@ -155,3 +155,22 @@ def test_loader_bench_runs_from_the_package():
 
     r = bench_loader(images=2, workers=0, batches=2, batch=1, crop=64)
     assert not r.note and math.isfinite(r.samples_per_s) and r.samples_per_s > 0
+
+
+def _die():
+    import os
+
+    os._exit(9)
+
+
+def _fail():
+    raise ValueError("bad case")
+
+
+def test_run_isolated_reports_a_dead_process_instead_of_hanging():
+    from duda.deploy.bench import IsolatedCaseDied, run_isolated
+
+    with pytest.raises(IsolatedCaseDied, match="exit code 9"):
+        run_isolated(_die)
+    with pytest.raises(ValueError, match="bad case"):
+        run_isolated(_fail)

@@ -107,10 +107,53 @@ def matmul_gflops(n: int, dtype: torch.dtype, reps: int = 3) -> float:
 
 
 def run_isolated(fn: Callable[..., dict], *args: Any) -> dict:
-    """``fn(*args)`` in a fresh spawned process (its own peak memory); its result dict."""
+    """``fn(*args)`` in a fresh spawned process (its own peak memory); its result dict.
+
+    An exception in ``fn`` is raised here; a process that dies without answering (e.g. killed by
+    the kernel for memory) raises :class:`IsolatedCaseDied` instead of waiting forever."""
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(1) as pool:
-        return pool.apply(fn, args)
+    parent_end, child_end = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_isolated_entry, args=(fn, args, child_end))
+    proc.start()
+    child_end.close()
+    try:
+        while True:
+            closed = False
+            if parent_end.poll(1.0):
+                try:
+                    kind, value = parent_end.recv()
+                    break
+                except EOFError:  # the child closed the pipe by dying
+                    closed = True
+                    proc.join(timeout=30)
+            if closed or not proc.is_alive() and not parent_end.poll(0):
+                raise IsolatedCaseDied(
+                    f"{getattr(fn, '__name__', fn)}: the benchmark process died without a result (exit "
+                    f"code {proc.exitcode}; -9 is usually the kernel's out-of-memory killer)"
+                )
+    finally:
+        proc.join(timeout=30)
+        parent_end.close()
+    if kind == "error":
+        raise value
+    return value
+
+
+class IsolatedCaseDied(RuntimeError):
+    """A benchmark case's process ended without returning (killed, crashed)."""
+
+
+def _isolated_entry(fn: Callable[..., dict], args: tuple, conn) -> None:
+    try:
+        result = ("ok", fn(*args))
+    except BaseException as exc:  # passed to the parent, which raises it
+        result = ("error", exc)
+    try:
+        conn.send(result)
+    except Exception as exc:  # an exception that cannot be pickled: its text instead
+        conn.send(("error", RuntimeError(f"{type(result[1]).__name__}: {result[1]} ({exc})")))
+    finally:
+        conn.close()
 
 
 def timed(fn: Callable[[], Any], reps: int, warmup: int = 1) -> list[float]:
@@ -268,7 +311,10 @@ def bench_inference(
                     if backend == "onnx-int8":
                         path = str(Path(tmp) / f"{name}.int8.onnx")
                         n = INT8_BENCH_CALIBRATION
-                        quant = run_isolated(_quantize_for_bench, onnx_path, path, size, n, threads)
+                        try:
+                            quant = run_isolated(_quantize_for_bench, onnx_path, path, size, n, threads)
+                        except IsolatedCaseDied as exc:
+                            quant = {"error": str(exc)}
                         if "error" in quant:
                             row.note = (row.note + "; " if row.note else "") + f"skipped: {quant['error']}"
                             log(f"  {name} {backend}: {row.note}")
