@@ -13,16 +13,7 @@ from duda.deploy.onnx_export import ExportCheckError, export_onnx, load_onnx_mod
 from duda.engine.checkpoint import load_inference_model, save_deploy_model
 from duda.errors import CheckpointError, DudaError
 from duda.models import build_model
-
-CLASSES = ["road", "sky", "car"]
-META = {
-    "num_classes": 3,
-    "classes": CLASSES,
-    "palette": [[128, 64, 128], [70, 130, 180], [0, 0, 142]],
-    "mean": [123.675, 116.28, 103.53],
-    "std": [58.395, 57.12, 57.375],
-    "resize": [96, 64],
-}
+from tiny_meta import CLASSES, META
 
 
 def deploy_dir(tmp_path: Path, name: str = "daformer_mit_tiny") -> Path:

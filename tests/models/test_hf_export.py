@@ -17,16 +17,8 @@ from duda.engine.checkpoint import load_inference_model, save_deploy_model
 from duda.errors import CheckpointError, DudaError
 from duda.models import build_model
 from duda.models import hf as H
+from tiny_meta import CLASSES, META
 
-CLASSES = ["road", "sky", "car"]
-META = {
-    "num_classes": 3,
-    "classes": CLASSES,
-    "palette": [[128, 64, 128], [70, 130, 180], [0, 0, 142]],
-    "mean": [123.675, 116.28, 103.53],
-    "std": [58.395, 57.12, 57.375],
-    "resize": [96, 64],
-}
 # A tiny MiT with every kind of override: 3 stages, uneven heads, sr 1 in the last stage.
 TINY_ARCH = {
     "embed_dims": [8, 16, 24],

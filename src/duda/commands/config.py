@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from duda.commands import add_overrides_argument
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -24,14 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     show.add_argument("config", help="YAML experiment config")
-    show.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key as `duda train --set` does (repeatable; VALUE is YAML)",
-    )
+    add_overrides_argument(show)
     show.set_defaults(func=run_show)
     listing = actions.add_parser(
         "list",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from duda.commands import add_overrides_argument
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -29,9 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "latest.pth: student/model = its model.* network (what the reference evaluates), "
         "teacher/ema_model = its EMA teacher",
     )
-    p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override"
-    )
+    add_overrides_argument(p)
     p.add_argument("--mode", choices=("whole", "slide"), help="inference mode (default: train.eval_mode)")
     p.add_argument("--flip", action="store_true", help="average with the mirrored prediction")
     p.add_argument("--save-pred", metavar="DIR", help="also write the predicted trainId PNGs here")

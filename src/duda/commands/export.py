@@ -141,6 +141,38 @@ def run_int8_export(args: argparse.Namespace, loaded, height: int, width: int) -
     return 0
 
 
+def run_hf_export(args: argparse.Namespace) -> int:
+    """``duda export --format hf``: the ONNX-only options are refused, not ignored."""
+    from pathlib import Path
+
+    from duda.api import load_model
+    from duda.errors import DudaError
+    from duda.models.hf import HF_CLASS, export_hf
+
+    onnx_only = {
+        "--height": args.height,
+        "--width": args.width,
+        "--dynamic": args.dynamic,
+        "--check-images": args.check_images,
+        "--quantize": getattr(args, "quantize", None),
+        "--calibration": getattr(args, "calibration", None),
+    }
+    given = [k for k, v in onnx_only.items() if v]
+    if given:
+        raise DudaError(f"{', '.join(given)}: ONNX options, not used by --format hf")
+    if Path(args.out).suffix == ".onnx":
+        raise DudaError(f"--out {args.out}: --format hf writes a folder; give a folder name")
+    loaded = load_model(args.checkpoint, which=args.which).loaded  # the loader of duda.load_model
+    result = export_hf(loaded, args.out)
+    print(f"exported {loaded.model_name} as {HF_CLASS} to {result.path}/ ({', '.join(result.files)})")
+    h, w = result.check_shape
+    print(
+        f"  transformers vs duda on a random 1×3×{h}×{w} input: max |Δlogit| {result.max_abs_diff:.2e}, "
+        f"argmax agreement {100 * result.agreement:.2f}%"
+    )
+    return 0
+
+
 def default_size(resize: tuple[int, int] | None) -> tuple[int, int]:
     """(H, W) of the export: the test scale (W, H) as landscape, else 512×1024."""
     if not resize:
@@ -157,9 +189,7 @@ def run_export(args: argparse.Namespace) -> int:
     from duda.evaluation.predict import list_images
 
     if args.format == "hf":
-        from duda.models.hf import cli_export
-
-        return cli_export(args)
+        return run_hf_export(args)
     if args.min_agreement is not None and not 0.0 < args.min_agreement <= 1.0:
         raise DudaError(f"--min-agreement must be in (0, 1], got {args.min_agreement}")
     int8_only = [f"--{k.replace('_', '-')}" for k in ("calibration", "val") if getattr(args, k)]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from duda.commands import add_overrides_argument
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -17,14 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("config", help="YAML experiment config")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set train.iters=1000 (repeatable; VALUE is YAML)",
-    )
+    add_overrides_argument(p)
     p.add_argument("--work-dir", help="output folder (overrides work_dir in the config)")
     p.add_argument(
         "--resume",

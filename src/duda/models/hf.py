@@ -30,7 +30,6 @@ list, so the mapping itself is exact.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -411,34 +410,6 @@ def _check_against_transformers(config, state: dict[str, torch.Tensor]) -> None:
     parts = state_mismatches(expected, state, ("keys transformers has and duda not", "keys only duda has"))
     if parts:  # a bug of the mapping or an unforeseen transformers layout
         raise DudaError(f"duda → {HF_CLASS} key mapping incomplete: {'; '.join(parts)}")
-
-
-def cli_export(args: argparse.Namespace) -> int:
-    """``duda export --format hf``: the ONNX-only options are refused, not ignored."""
-    from duda.api import load_model
-
-    onnx_only = {
-        "--height": args.height,
-        "--width": args.width,
-        "--dynamic": args.dynamic,
-        "--check-images": args.check_images,
-        "--quantize": getattr(args, "quantize", None),
-        "--calibration": getattr(args, "calibration", None),
-    }
-    given = [k for k, v in onnx_only.items() if v]
-    if given:
-        raise DudaError(f"{', '.join(given)}: ONNX options, not used by --format hf")
-    if Path(args.out).suffix == ".onnx":
-        raise DudaError(f"--out {args.out}: --format hf writes a folder; give a folder name")
-    loaded = load_model(args.checkpoint, which=args.which).loaded  # the loader of duda.load_model
-    result = export_hf(loaded, args.out)
-    print(f"exported {loaded.model_name} as {HF_CLASS} to {result.path}/ ({', '.join(result.files)})")
-    h, w = result.check_shape
-    print(
-        f"  transformers vs duda on a random 1×3×{h}×{w} input: max |Δlogit| {result.max_abs_diff:.2e}, "
-        f"argmax agreement {100 * result.agreement:.2f}%"
-    )
-    return 0
 
 
 # --------------------------------------------------------------------------- loading
