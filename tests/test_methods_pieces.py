@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from duda.config import UDAConfig
-from duda.methods.daformer import mixed_batch, pseudo_labels
+from duda.methods.self_training import mixed_batch, pseudo_labels
 
 
 def _probs():

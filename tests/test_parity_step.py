@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import duda.methods.daformer as daf
+import duda.methods.self_training as daf
 from duda.config import config_from_dict
 from duda.methods.base import StepContext
-from duda.methods.daformer import DAFormer
+from duda.methods.daformer import MIC, DAFormer
 
 ARCH = {"embed_dims": [8, 16, 16, 32], "head_channels": 16, "dropout": 0.0, "drop_path_rate": 0.0}
 
@@ -38,7 +38,7 @@ def _method(mic: bool, mask_mode: str = "separatetrgaug") -> DAFormer:
         }
     )
     torch.manual_seed(0)
-    return DAFormer(cfg, num_classes=19, device=torch.device("cpu"), mic=mic)
+    return (MIC if mic else DAFormer)(cfg, num_classes=19, device=torch.device("cpu"))
 
 
 def _batch() -> dict:

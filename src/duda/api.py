@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
     from duda.config import ExperimentConfig
-    from duda.engine.checkpoint import InferenceModel
     from duda.engine.trainer import TrainResult
+    from duda.loading import InferenceModel
 
 #: One image: a file path, a PIL image, or an ``H×W×3`` uint8 RGB array.
 Image = Union[str, os.PathLike, "PILImage", np.ndarray]
@@ -200,7 +200,7 @@ def load_model(
     training run folder (its latest checkpoint), a ``.pt`` checkpoint (``which`` network:
     student, teacher, large, ...), a published DAFormer/MIC checkpoint, or an ``.onnx`` file.
     ``options``: ``mode``, ``crop``, ``stride``, ``flip`` of :class:`Segmenter`."""
-    from duda.engine.checkpoint import load_inference_model
+    from duda.loading import load_inference_model
 
     return Segmenter(load_inference_model(path, which=which), device, **options)
 

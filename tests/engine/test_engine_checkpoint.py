@@ -2,15 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from duda.engine.checkpoint import (
-    latest_checkpoint,
-    list_checkpoints,
-    load_checkpoint,
-    load_inference_model,
-    save_checkpoint,
-    save_deploy_model,
-)
+from duda.engine.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from duda.errors import CheckpointError
+from duda.loading import load_inference_model, save_deploy_model
 from duda.models import build_model
 
 

@@ -17,9 +17,10 @@ from tinyrun import tiny_config, write_config
 
 from duda.cli import main
 from duda.config import config_from_dict
-from duda.engine.checkpoint import list_checkpoints, load_checkpoint, load_inference_model
+from duda.engine.checkpoint import list_checkpoints, load_checkpoint
 from duda.engine.trainer import train
 from duda.errors import CheckpointError
+from duda.loading import load_inference_model
 from duda.methods import build_method
 
 pytestmark = pytest.mark.slow

@@ -13,8 +13,8 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from duda import cli
-from duda.engine.checkpoint import load_inference_model, save_deploy_model
 from duda.errors import CheckpointError, DudaError
+from duda.loading import load_inference_model, save_deploy_model
 from duda.models import build_model
 from duda.models import hf as H
 from tiny_meta import CLASSES, META

@@ -28,8 +28,8 @@ from reference_fakes import (
     segformer_head_forward,
 )
 
-from duda.engine.checkpoint import load_inference_model
 from duda.errors import CheckpointError, ConfigError
+from duda.loading import load_inference_model
 from duda.models import build_model, count_parameters
 from duda.models import reference_checkpoint as rc
 from duda.models.factory import RECIPES

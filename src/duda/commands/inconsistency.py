@@ -42,10 +42,11 @@ def run(args: argparse.Namespace) -> int:
     from duda.config import config_from_dict
     from duda.data.datasets import build_dataset_from_config
     from duda.data.loader import EvalSet, build_eval_loader
-    from duda.engine.checkpoint import latest_checkpoint, load_checkpoint, load_inference_model
+    from duda.engine.checkpoint import latest_checkpoint, load_checkpoint
     from duda.engine.distributed import resolve_device
     from duda.errors import CheckpointError, ConfigError
     from duda.evaluation.inconsistency_report import inconsistency_report, plot_report
+    from duda.loading import load_inference_model
 
     path = Path(args.checkpoint)
     if path.is_dir():

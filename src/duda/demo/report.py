@@ -38,7 +38,7 @@ def model_stats(
 
 
 def load_network(row: dict, seed_index: int = 0):
-    from duda.engine.checkpoint import load_inference_model
+    from duda.loading import load_inference_model
 
     work = Path(row["work_dirs"][seed_index])
     if row["network"] == "student":
@@ -233,8 +233,9 @@ def figure_4a(rows: list[dict], path: Path) -> Path | None:
     from duda.config import config_from_dict
     from duda.data.datasets import build_dataset_from_config
     from duda.data.loader import EvalSet, build_eval_loader
-    from duda.engine.checkpoint import load_checkpoint, load_inference_model
+    from duda.engine.checkpoint import load_checkpoint
     from duda.evaluation.inconsistency_report import inconsistency_report, plot_report
+    from duda.loading import load_inference_model
 
     duda = next((r for r in rows if r["run"] == "duda" and r["network"] == "student"), None)
     if duda is None:

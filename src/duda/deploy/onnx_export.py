@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from duda.engine.checkpoint import InferenceModel
 from duda.errors import CheckpointError, DudaError
 from duda.files import atomic_path, check_output_file
+from duda.loading import InferenceModel
 
 OPSET = 17
 INPUT_NAME = "image"

@@ -56,9 +56,9 @@ from duda.deploy.onnx_export import (
     export_onnx,
     write_onnx_metadata,
 )
-from duda.engine.checkpoint import InferenceModel
 from duda.errors import DatasetError, DudaError
 from duda.files import atomic_path, check_output_file
+from duda.loading import InferenceModel
 
 #: Default ``--min-agreement`` of an INT8 export (share of full-resolution pixels whose argmax
 #: class is the same in INT8 and fp32). Chosen from measurements on two trained models

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import yaml
 
+from duda import loading
 from duda.config import ExperimentConfig, to_dict
 from duda.engine import checkpoint as ckpt_io
 from duda.engine.distributed import (
@@ -35,7 +36,7 @@ from duda.engine.logger import MetricLogger
 from duda.engine.optim import build_optimizer, lr_factor, set_lr
 from duda.errors import CheckpointError, ConfigError, DudaError
 from duda.files import WriteError, write_text
-from duda.methods import Method, StepContext, build_method
+from duda.methods import Method, StepContext, build_method, method_class
 from duda.methods.base import to_device
 from duda.progress import is_terminal
 
@@ -87,11 +88,8 @@ def build_datasets(cfg: ExperimentConfig):
     from duda.data.datasets import build_dataset_from_config
 
     src = build_dataset_from_config(cfg.data.source)
-    tgt = (
-        build_dataset_from_config(cfg.data.target)
-        if cfg.data.target and cfg.method.name != "source_only"
-        else None
-    )
+    uses_target = method_class(cfg.method.name).needs_target
+    tgt = build_dataset_from_config(cfg.data.target) if cfg.data.target and uses_target else None
     val = build_dataset_from_config(cfg.data.val) if cfg.data.val else None
     return src, tgt, val
 
@@ -175,9 +173,9 @@ def evaluate_networks(
 
 
 def _wrap_trainable(method: Method, cfg: ExperimentConfig, dist_info: DistInfo) -> None:
+    """Compile and/or DDP-wrap each trained network; the method forwards through the wrapper."""
     for name in method.spans():
-        net = method.networks[name]
-        fwd = net
+        fwd = method.networks[name]
         if cfg.train.compile:
             fwd = torch.compile(fwd)
         if dist_info.enabled:
@@ -185,7 +183,24 @@ def _wrap_trainable(method: Method, cfg: ExperimentConfig, dist_info: DistInfo) 
 
             ids = [method.device.index] if method.device.type == "cuda" else None
             fwd = DDP(fwd, device_ids=ids, broadcast_buffers=False)
-        method.forward_nets[name] = fwd
+        method.set_forward(name, fwd)
+
+
+def target_images_fn(cfg: ExperimentConfig, tgt, dist_info: DistInfo):
+    """``limit -> iterator`` over the target training images at test scale, without crops
+    (the first ``limit``, 0 = all, sharded over ranks), for methods that look at the whole set."""
+
+    def target_images(limit: int = 0):
+        from duda.data.loader import EvalSet, build_eval_loader
+
+        eval_set = EvalSet(tgt, resize=cfg.data.target.resize or tgt.default_resize)
+        n = min(limit or len(eval_set), len(eval_set))
+        idx = list(range(dist_info.rank, n, dist_info.world_size))
+        return iter(
+            build_eval_loader(torch.utils.data.Subset(eval_set, idx), workers=min(2, cfg.data.workers))
+        )
+
+    return target_images
 
 
 def _check_finite(losses: dict, step: int, last_ckpt: Path | None) -> None:
@@ -309,7 +324,7 @@ def _train(cfg, resume, overwrite, progress, max_steps, device, dist_info, work_
     # 1. Everything that depends only on the inputs, before the work_dir is created or touched.
     src, tgt, val = build_datasets(cfg)
     num_classes = src.labels.num_classes
-    meta = ckpt_io.dataset_meta(val or tgt or src)
+    meta = loading.dataset_meta(val or tgt or src)
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
     method = build_method(cfg, num_classes, device)
     spans = method.spans()
@@ -395,17 +410,6 @@ def _run(
     logger = MetricLogger(work_dir, enabled=is_main, resume_step=start if resume else None)
     val_loader = make_eval_loader(cfg, val, cfg.data.val, shard=dist_info) if val is not None else None
 
-    def target_images():
-        from duda.data.loader import EvalSet, build_eval_loader
-
-        ds_cfg = cfg.data.target
-        eval_set = EvalSet(tgt, resize=ds_cfg.resize or tgt.default_resize)
-        n = cfg.method.duda.inconsistency_images or len(eval_set)
-        idx = list(range(dist_info.rank, min(n, len(eval_set)), dist_info.world_size))
-        return iter(
-            build_eval_loader(torch.utils.data.Subset(eval_set, idx), workers=min(2, cfg.data.workers))
-        )
-
     def save(step: int) -> Path | None:
         nonlocal last_ckpt
         if is_main:
@@ -476,7 +480,7 @@ def _run(
                     step=step,
                     generator=gen,
                     want_visuals=want_vis,
-                    target_images=target_images if tgt is not None else None,
+                    target_images=target_images_fn(cfg, tgt, dist_info) if tgt is not None else None,
                     all_reduce=(lambda t: all_reduce_sum(t, dist_info)),
                 )
                 out = method.train_step(batch, ctx)
@@ -546,7 +550,7 @@ def _run(
             save(step)
         results = run_eval(step)
         if is_main:
-            model_dir = ckpt_io.save_deploy_model(work_dir / "model", method.networks["student"], meta)
+            model_dir = loading.save_deploy_model(work_dir / "model", method.networks[method.ship], meta)
             if results:
                 write_text(work_dir / "eval.json", json.dumps(results, indent=2), what="results")
             log(f"finished {total} steps: model {model_dir} (checkpoint {last_ckpt})")

@@ -1,39 +1,41 @@
-"""Training methods: one object per method owns its networks and computes one step."""
+"""Training methods: one registered class per method, owning its networks and computing a step.
+
+See :mod:`duda.methods.base` for what a method declares and :mod:`duda.methods.registry` for
+how a method defined outside duda is registered.
+"""
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from duda.config import ExperimentConfig, ModelConfig
-from duda.methods.base import Method, StepContext, TrainSpan
+from duda.methods.base import Method, NetworkSpec, StepContext, TrainSpan
+from duda.methods.registry import import_method_modules, method_class, method_names, register_method
+
+if TYPE_CHECKING:
+    import torch
+
+    from duda.config import ExperimentConfig
 
 
 def build_method(cfg: ExperimentConfig, num_classes: int, device: torch.device) -> Method:
-    name = cfg.method.name
-    if name == "source_only":
-        from duda.methods.source_only import SourceOnly
-
-        return SourceOnly(cfg, num_classes, device)
-    if name in ("daformer", "mic"):
-        from duda.methods.daformer import DAFormer
-
-        return DAFormer(cfg, num_classes, device, mic=name == "mic")
-    if name == "duda":
-        from duda.methods.duda import DUDA
-
-        return DUDA(cfg, num_classes, device)
-    raise ValueError(f"unknown method {name!r}")
+    """The method of ``cfg.method.name`` with its networks built on ``device``."""
+    return method_class(cfg.method.name)(cfg, num_classes, device)
 
 
-def network_specs(cfg: ExperimentConfig) -> dict[str, ModelConfig]:
-    """The networks a run of ``cfg`` holds, by name, with the config that builds each."""
-    name = cfg.method.name
-    if name == "source_only":
-        return {"student": cfg.model}
-    if name in ("daformer", "mic"):
-        return {"student": cfg.model, "teacher": cfg.model, "imnet": cfg.model}
-    large = cfg.method.duda.large
-    return {"student": cfg.model, "large": large, "teacher": large, "imnet": large}
+def network_specs(cfg: ExperimentConfig) -> dict[str, NetworkSpec]:
+    """The networks a run of ``cfg`` holds, by name (:meth:`Method.network_specs`)."""
+    return method_class(cfg.method.name).network_specs(cfg)
 
 
-__all__ = ["Method", "StepContext", "TrainSpan", "build_method", "network_specs"]
+__all__ = [
+    "Method",
+    "NetworkSpec",
+    "StepContext",
+    "TrainSpan",
+    "build_method",
+    "import_method_modules",
+    "method_class",
+    "method_names",
+    "network_specs",
+    "register_method",
+]

@@ -1,9 +1,23 @@
-"""What every method shares: its networks, their optimisers' spans, autocast, state.
+"""What every method shares, and what a method declares about itself.
 
-A method object owns the networks it needs and computes one training step
-(``train_step``), calling ``backward`` itself (the reference methods back-propagate each loss
-group separately to keep activation memory low). The loop (``duda.engine.trainer``) owns
-optimisers, schedules, checkpoints, logging and distribution, and is shared by all methods.
+A method is one class, registered under its ``name`` (:func:`duda.methods.register_method`).
+Its class attributes and two class methods are the only place the rest of duda learns about it:
+
+- ``name`` — the value of ``method.name`` in a config;
+- ``sections`` — the sections of the ``method`` config it reads (``uda``, ``duda``, ``hrda``, or
+  ``options``, the free section of methods defined outside duda, typed by ``options_class``);
+- ``needs_target`` — whether it trains on unlabelled target images;
+- ``eval_networks`` — the networks evaluated during training, the shipped one (``ship``) first;
+- :meth:`Method.network_specs` — every network of a run: the model config that builds it, its
+  role (``train``: optimised over ``span`` steps; ``ema``: an average of another; ``frozen``), so
+  the trainer builds optimisers and schedules, the checkpoint code rebuilds any network for
+  inference, and the bench builds the method, all without knowing which method it is;
+- :meth:`Method.check_config` — config checks of its own (run by config validation).
+
+An instance owns its networks and computes one training step (``train_step``), calling
+``backward`` itself (the reference methods back-propagate each loss group separately to keep
+activation memory low). The loop (``duda.engine.trainer``) owns optimisers, schedules,
+checkpoints, logging and distribution.
 """
 
 from __future__ import annotations
@@ -11,11 +25,38 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
 from duda.config import ExperimentConfig, ModelConfig
+
+if TYPE_CHECKING:
+    from duda.models.segmentor import SegmentationModel
+
+
+@dataclass
+class NetworkSpec:
+    """One network of a run.
+
+    ``role``: ``train`` (own optimiser and poly schedule over the steps ``span`` = [start, end)),
+    ``ema`` (an exponential average of ``source``), or ``frozen`` (never updated).
+    ``multires``: the HRDA multi-resolution wrapper's settings (JSON-ready), None for a plain model.
+    """
+
+    config: ModelConfig
+    role: Literal["train", "ema", "frozen"] = "train"
+    span: tuple[int, int] | None = None
+    source: str | None = None
+    multires: dict[str, Any] | None = None
+
+    def build(self, num_classes: int, pretrained: bool = True) -> SegmentationModel | nn.Module:
+        """The network with fresh weights (ImageNet backbone when ``pretrained``)."""
+        from duda.models import build_network
+
+        weights = self.config.pretrained if pretrained else None
+        return build_network(self.config.name, num_classes, weights, self.config.arch, self.multires)
 
 
 @dataclass
@@ -34,15 +75,28 @@ class StepContext:
     step: int
     generator: torch.Generator  # seeded from (seed, step, rank): every random draw of the step
     want_visuals: bool = False
-    target_images: Callable[[], Iterator[dict]] | None = None  # target training images (no crops)
+    # target training images, without crops; ``limit`` images at most (0 = all), sharded over ranks
+    target_images: Callable[[int], Iterator[dict]] | None = None
     all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 class Method:
-    """Base class. Subclasses fill ``self.networks`` and implement ``train_step``."""
+    """Base class. Subclasses declare the class attributes below, fill ``self.networks`` and
+    implement :meth:`network_specs` and :meth:`train_step`."""
 
-    #: networks to evaluate, the shipped one first
-    eval_networks: tuple[str, ...] = ("student",)
+    name: ClassVar[str] = ""
+    #: one line for ``duda config methods``
+    summary: ClassVar[str] = ""
+    #: sections of the ``method`` config this method reads
+    sections: ClassVar[tuple[str, ...]] = ()
+    #: the dataclass ``method.options`` is read into (methods defined outside duda)
+    options_class: ClassVar[type | None] = None
+    #: trains on unlabelled target images (``data.target`` is required)
+    needs_target: ClassVar[bool] = True
+    #: networks to evaluate during training
+    eval_networks: ClassVar[tuple[str, ...]] = ("student",)
+    #: the network written to ``work_dir/model`` at the end: the deployable one
+    ship: ClassVar[str] = "student"
 
     def __init__(self, cfg: ExperimentConfig, num_classes: int, device: torch.device) -> None:
         self.cfg = cfg
@@ -50,18 +104,43 @@ class Method:
         self.device = device
         self.networks: dict[str, nn.Module] = {}
         # wrapped (DDP / compiled) versions used for forward passes of trainable networks
-        self.forward_nets: dict[str, nn.Module] = {}
+        self._forward: dict[str, nn.Module] = {}
+
+    # ------------------------------------------------------------------ declaration
+    @classmethod
+    def network_specs(cls, cfg: ExperimentConfig) -> dict[str, NetworkSpec]:
+        """Every network a run of ``cfg`` holds, by name (see :class:`NetworkSpec`)."""
+        raise NotImplementedError(f"method {cls.name!r} does not declare network_specs()")
+
+    @classmethod
+    def check_config(cls, cfg: ExperimentConfig) -> None:
+        """Raise ``ConfigError`` (naming the key) for settings this method cannot run with."""
+        from duda.errors import ConfigError
+
+        if cls.needs_target and cfg.data.target is None:
+            raise ConfigError(f"method '{cls.name}' needs data.target (the unlabelled domain)")
+        if cls.options_class is not None:
+            cls.options(cfg)
+        elif cfg.method.options:
+            raise ConfigError(
+                f"method.options: method '{cls.name}' takes no options, got {sorted(cfg.method.options)}"
+            )
+
+    @classmethod
+    def options(cls, cfg: ExperimentConfig) -> Any:
+        """``method.options`` read into ``options_class`` (typed, errors name the key)."""
+        from duda.config_base import from_dict
+
+        if cls.options_class is None:
+            return None
+        return from_dict(cls.options_class, dict(cfg.method.options), prefix="method.options")
 
     # ------------------------------------------------------------------ construction helpers
-    def build(self, model_cfg: ModelConfig, pretrained: bool = True) -> nn.Module:
-        from duda.models import build_model
-
-        model = build_model(
-            model_cfg.name,
-            num_classes=self.num_classes,
-            pretrained=model_cfg.pretrained if pretrained else None,
-            **model_cfg.arch,
-        )
+    def build(
+        self, model_cfg: ModelConfig, pretrained: bool = True, multires: dict | None = None
+    ) -> nn.Module:
+        """A fresh network of ``model_cfg`` on the method's device."""
+        model = NetworkSpec(model_cfg, multires=multires).build(self.num_classes, pretrained)
         model = model.to(self.device)
         if self.cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -69,11 +148,19 @@ class Method:
 
     def spans(self) -> dict[str, TrainSpan]:
         """Trainable networks and the steps they train; each gets its own optimiser."""
-        raise NotImplementedError
+        return {
+            name: TrainSpan(spec.config, *spec.span)
+            for name, spec in self.network_specs(self.cfg).items()
+            if spec.role == "train" and spec.span is not None
+        }
 
     def net(self, name: str) -> nn.Module:
         """The module to call for a forward pass (wrapped when trainable)."""
-        return self.forward_nets.get(name, self.networks[name])
+        return self._forward.get(name, self.networks[name])
+
+    def set_forward(self, name: str, module: nn.Module) -> None:
+        """Use ``module`` (a DDP / compiled wrapper of ``networks[name]``) for forward passes."""
+        self._forward[name] = module
 
     # ------------------------------------------------------------------ step
     def autocast(self):
@@ -82,7 +169,8 @@ class Method:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
     def train_step(self, batch: dict, ctx: StepContext) -> dict:
-        """Forward, losses, backward. Returns ``{"losses": {name: float}, "visuals": {...}}``."""
+        """Forward, losses, backward. Returns ``{"losses": {name: float}, "visuals": {...}}``
+        and optionally ``"events"`` (``{kind: {class index or key: value}}``, logged as they come)."""
         raise NotImplementedError
 
     def on_train_start(self, step: int) -> None:

@@ -1,7 +1,8 @@
 """DUDA: distilled UDA with a large EMA teacher T, a large student L and a small student S.
 
-Stage 1, pre-adaptation (steps [0, N1)): L trains exactly as the base method (DAFormer or MIC)
-with T = EMA(L) as its teacher. S sees the same source crop and the same mixed (and masked)
+Stage 1, pre-adaptation (steps [0, N1)): L trains exactly as the base method (DAFormer, MIC,
+HRDA or MIC(HRDA): ``method.base``; L's step *is* that method's step) with T = EMA(L) as its
+teacher. S sees the same source crop and the same mixed (and masked)
 images, labelled by the same single teacher forward, and gets
 ``CE_src(S) + λ(t) · CE_tgt(S)`` where λ ramps from 0 to 1 (gradual distillation).
 
@@ -9,51 +10,111 @@ Stage 2, fine-tuning (steps [N1, iters)): T (in eval mode) and any extra teacher
 their probabilities are fused; S trains on source labels and on ClassMix images labelled by the
 fused teachers, with target pixels weighted by ``1 + γ·I'_c``, the normalised per-class
 inconsistency between the teachers' and S's predictions on the target training images.
-See method.md Parts A and C.
+S may be single-resolution under a multi-resolution teacher: it sees every image resized by
+``method.duda.small_input_scale`` and learns from labels resized to match (nearest neighbour).
+See docs/method.md.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from duda.engine.checkpoint import load_inference_model
+from duda.config import ExperimentConfig
 from duda.errors import ConfigError
-from duda.methods.base import Method, StepContext, TrainSpan
-from duda.methods.daformer import (
+from duda.loading import load_inference_model
+from duda.methods.base import Method, NetworkSpec, StepContext
+from duda.methods.registry import method_class, register_method
+from duda.methods.self_training import (
+    MEAN,
+    STD,
+    SelfTraining,
     make_frozen,
     masked_batch,
     mixed_batch,
     probs_at,
     pseudo_labels,
-    source_losses,
-    teacher_pseudo_labels,
-    weighted_step,
+    strong_aug_config,
 )
 from duda.uda.distill import distill_weight
-from duda.uda.ema import ema_alpha, ema_update, make_ema_teacher
 from duda.uda.fusion import fuse_probs
 from duda.uda.inconsistency import InconsistencyMeter, pixel_weights
 from duda.uda.losses import ce, kd_kl, weighted_ce
+from duda.uda.strong_aug import strong_transform
 
 
+@register_method
 class DUDA(Method):
+    """T, L and S on any self-training base (``method.base``: daformer, mic, hrda, mic_hrda)."""
+
+    name = "duda"
+    summary = "DUDA: a large EMA teacher, a large and a small student; pre-adaptation, then distillation"
+    sections = ("uda", "duda")
     eval_networks = ("student", "teacher", "large")
 
+    # ------------------------------------------------------------------ declaration
+    @classmethod
+    def base_class(cls, cfg: ExperimentConfig) -> type[SelfTraining]:
+        """The base method whose step L takes (its ``student`` is L, its ``teacher`` T)."""
+        base = method_class(cfg.method.base)
+        if not issubclass(base, SelfTraining):
+            error = ConfigError(
+                f"method.base: {cfg.method.base!r} is not a self-training method; DUDA's large student "
+                "trains as daformer, mic, hrda, mic_hrda or another SelfTraining subclass"
+            )
+            error.key = "method.base"
+            raise error
+        return base
+
+    @classmethod
+    def network_specs(cls, cfg: ExperimentConfig) -> dict[str, NetworkSpec]:
+        """L (trained during stage 1), T (its EMA), the ImageNet copy, and S (trained throughout)."""
+        d = cfg.method.duda
+        base = cls.base_class(cfg).network_specs(cfg, model=d.large, span=(0, d.stage1_iters))
+        specs = {"large": base.pop("student"), "teacher": base.pop("teacher")}
+        specs["teacher"].source = "large"
+        specs.update(base)
+        specs["student"] = NetworkSpec(cfg.model, "train", (0, cfg.train.iters))
+        return specs
+
+    @classmethod
+    def check_config(cls, cfg: ExperimentConfig) -> None:
+        super().check_config(cfg)
+        cls.base_class(cfg).check_config(cfg)
+        d = cfg.method.duda
+        if not 0 < d.stage1_iters <= cfg.train.iters:
+            error = ConfigError(
+                f"method.duda.stage1_iters={d.stage1_iters} must be in (0, train.iters={cfg.train.iters}]"
+            )
+            error.key = "method.duda.stage1_iters"
+            raise error
+        if not d.small_input_scale > 0:
+            error = ConfigError(f"method.duda.small_input_scale: expected > 0, got {d.small_input_scale}")
+            error.key = "method.duda.small_input_scale"
+            raise error
+
+    # ------------------------------------------------------------------ construction
     def __init__(self, cfg, num_classes: int, device: torch.device) -> None:
         super().__init__(cfg, num_classes, device)
         self.d = cfg.method.duda
         self.uda = cfg.method.uda
-        self.mic = cfg.method.base == "mic"
         self.n1 = self.d.stage1_iters
-        large = self.build(self.d.large, pretrained=not self.d.large_init)
-        teacher_state = self._init_large(large) if self.d.large_init else None
-        self.networks["large"] = large
-        self.networks["teacher"] = make_ema_teacher(large)
-        if teacher_state is not None:
-            self.networks["teacher"].load_state_dict(teacher_state)
-        if self.uda.fd_weight > 0:
-            self.networks["imnet"] = make_frozen(self.build(self.d.large))
+        self.small_scale = float(self.d.small_input_scale)
+        # L and T are the base method's student and teacher: L's step is the base method's step
+        self.base = self.base_class(cfg)(
+            cfg,
+            num_classes,
+            device,
+            model=self.d.large,
+            pretrained=not self.d.large_init,
+            init_student=self._init_large if self.d.large_init else None,
+        )
+        self.mic = self.base.masking
+        self.networks["large"] = self.base.networks["student"]
+        self.networks["teacher"] = self.base.networks["teacher"]
+        if "imnet" in self.base.networks:
+            self.networks["imnet"] = self.base.networks["imnet"]
         self.networks["student"] = self.build(cfg.model)
         # extra frozen teachers (multi-teacher); rebuilt from their files, not checkpointed
         self.extra_teachers: list[tuple[nn.Module, float]] = []
@@ -69,6 +130,15 @@ class DUDA(Method):
             self.extra_teachers.append((make_frozen(loaded.model.to(device)), spec.weight))
         self.inconsistency: torch.Tensor | None = None  # I'_c, set at the start of stage 2
         self.inconsistency_step = -1
+
+    def net(self, name: str) -> nn.Module:
+        return self.base.net("student") if name == "large" else super().net(name)
+
+    def set_forward(self, name: str, module: nn.Module) -> None:
+        if name == "large":
+            self.base.set_forward("student", module)
+        else:
+            super().set_forward(name, module)
 
     def _init_large(self, large: nn.Module) -> dict | None:
         """Load ``method.duda.large_init`` into L; returns T's weights when the file has its own."""
@@ -95,61 +165,69 @@ class DUDA(Method):
         large.load_state_dict(state)
         return None
 
-    def spans(self) -> dict[str, TrainSpan]:
-        total = self.cfg.train.iters
-        return {"large": TrainSpan(self.d.large, 0, self.n1), "student": TrainSpan(self.cfg.model, 0, total)}
-
     def train_step(self, batch: dict, ctx: StepContext) -> dict:
         if ctx.step < self.n1:
             return self._stage1(batch, ctx)
         return self._stage2(batch, ctx)
 
+    # ------------------------------------------------------------------ the small student's input
+    def small_input(self, img: torch.Tensor) -> torch.Tensor:
+        """S's view of an image: resized by ``method.duda.small_input_scale`` (bilinear)."""
+        if self.small_scale == 1.0:
+            return img
+        return F.interpolate(img, scale_factor=self.small_scale, mode="bilinear", align_corners=False)
+
+    def small_targets(self, lbl: torch.Tensor, wgt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Labels and pixel weights at S's input size (nearest neighbour)."""
+        if self.small_scale == 1.0:
+            return lbl, wgt
+        size = [round(s * self.small_scale) for s in lbl.shape[-2:]]
+        lbl = F.interpolate(lbl[:, None].float(), size=size, mode="nearest")[:, 0].long()
+        wgt = F.interpolate(wgt[:, None].float(), size=size, mode="nearest")[:, 0]
+        return lbl, wgt
+
+    def small_loss(self, small: nn.Module, img: torch.Tensor, lbl: torch.Tensor, wgt=None):
+        """S's (pixel-weighted) CE on ``img`` at its input scale; returns the loss and logits."""
+        with self.autocast():
+            logits = small(self.small_input(img))
+        if wgt is None:
+            lbl, _ = self.small_targets(lbl, torch.ones_like(lbl, dtype=torch.float32))
+            return ce(logits.float(), lbl), logits
+        lbl, wgt = self.small_targets(lbl, wgt)
+        return weighted_ce(logits.float(), lbl, wgt), logits
+
     # ------------------------------------------------------------------ stage 1
     def _stage1(self, batch: dict, ctx: StepContext) -> dict:
-        uda, gen = self.uda, ctx.generator
-        large, small, teacher = self.net("large"), self.net("student"), self.networks["teacher"]
-        if ctx.step > 0:
-            ema_update(teacher, self.networks["large"], ema_alpha(ctx.step, uda.alpha))
+        uda = self.uda
+        small = self.net("student")
         losses: dict = {}
         lam = distill_weight(ctx.step, self.n1, self.d.distill_ramp, self.d.distill)
 
-        # L: the base method's source loss (+ feature distance)
-        loss_l, _ = source_losses(self, large, "imnet", batch, losses, feature_distance=True)
-        loss_l.backward()
-
-        # one teacher forward serves both students
-        t_logits, labels, weight = teacher_pseudo_labels(self, teacher, batch)
-        mix_img, mix_lbl, mix_w, _ = mixed_batch(batch, labels, weight, uda, gen)
-        l_mix_logits = weighted_step(self, large, mix_img, mix_lbl, mix_w, losses, "mix")
-        use_mic = self.mic and uda.mask_weight > 0
-        if use_mic:
-            m_img, m_lbl, m_w = masked_batch(batch, labels, weight, uda, gen)
-            weighted_step(self, large, m_img, m_lbl, m_w, losses, "mic", scale=uda.mask_weight)
+        # L: exactly the base method's step (EMA of T, source, pseudo-labels, mix, mask)
         # (every forward of L comes before any of S: dropout draws from the global RNG, so L
         # sees exactly the random stream of a base-method run)
+        out = self.base.adapt_step(batch, ctx, losses)
 
         # S: source CE + λ(t) · target CE on the same mixed (and masked) images
-        with self.autocast():
-            s_src_logits = small(batch["src_img"])
-            s_mix_logits = small(mix_img)
-        s_src = ce(s_src_logits.float(), batch["src_gt"])
-        s_mix = weighted_ce(s_mix_logits.float(), mix_lbl, mix_w)
+        s_src, _ = self.small_loss(small, batch["src_img"], batch["src_gt"])
+        s_mix, s_mix_logits = self.small_loss(small, out.mix_img, out.mix_lbl, out.mix_w)
         loss_s = s_src + lam * s_mix
         losses["small_src"], losses["small_mix"] = s_src.detach(), s_mix.detach()
 
-        if use_mic:
-            with self.autocast():
-                s_m_logits = small(m_img)
-            s_mic = uda.mask_weight * weighted_ce(s_m_logits.float(), m_lbl, m_w)
+        if out.masked is not None:
+            s_mic, _ = self.small_loss(small, *out.masked)
+            s_mic = uda.mask_weight * s_mic
             loss_s = loss_s + lam * s_mic
             losses["small_mic"] = s_mic.detach()
         if self.d.kd_weight > 0:
-            loss_s = loss_s + lam * self._kd(small, batch, t_logits, losses)
+            loss_s = loss_s + lam * self._kd(small, batch, out.teacher_logits, losses)
         loss_s.backward()
         losses["lambda"] = torch.tensor(lam)
-        losses["pseudo_weight"] = weight.mean().detach()
-        return {"losses": losses, "visuals": self._visuals(ctx, batch, labels, weight, mix_img, mix_lbl,
-                                                            l_mix_logits, s_mix_logits)}  # fmt: skip
+        losses["pseudo_weight"] = out.weight.mean().detach()
+        visuals = self._visuals(
+            ctx, batch, out.labels, out.weight, out.mix_img, out.mix_lbl, out.mix_logits, s_mix_logits
+        )
+        return {"losses": losses, "visuals": visuals}
 
     # ------------------------------------------------------------------ stage 2
     def frozen_teachers(self) -> list[tuple[nn.Module, float]]:
@@ -182,13 +260,13 @@ class DUDA(Method):
         was_training = small.training
         small.eval()
         meter = InconsistencyMeter(self.num_classes)
-        for sample in ctx.target_images():
+        for sample in ctx.target_images(self.d.inconsistency_images):
             img = sample["img"].to(self.device)
             if img.ndim == 3:
                 img = img.unsqueeze(0)
             pred_t = self.fused_probs(img).argmax(1)
             with self.autocast():
-                pred_s = probs_at(small(img), img.shape[-2:]).argmax(1)
+                pred_s = probs_at(small(self.small_input(img)), img.shape[-2:]).argmax(1)
             meter.update(pred_t, pred_s)
         small.train(was_training)
         if ctx.all_reduce is not None:
@@ -216,28 +294,19 @@ class DUDA(Method):
         if d.inconsistency and self.inconsistency is not None:
             weight = weight * pixel_weights(labels, self.inconsistency.to(labels.device), gamma=d.gamma)
 
-        with self.autocast():
-            s_src_logits = small(batch["src_img"])
-        loss = ce(s_src_logits.float(), batch["src_gt"])
+        loss, _ = self.small_loss(small, batch["src_img"], batch["src_gt"])
         losses["small_src"] = loss.detach()
         if d.finetune_mix:
             img, lbl, wgt, _ = mixed_batch(batch, labels, weight, uda, gen)
         else:
-            from duda.methods.daformer import MEAN, STD, strong_aug_config
-            from duda.uda.strong_aug import strong_transform
-
             img = strong_transform(batch["tgt_img"], MEAN, STD, gen, strong_aug_config(uda))
             lbl, wgt = labels, weight
-        with self.autocast():
-            s_logits = small(img)
-        s_tgt = weighted_ce(s_logits.float(), lbl, wgt)
+        s_tgt, s_logits = self.small_loss(small, img, lbl, wgt)
         loss = loss + s_tgt
         losses["small_mix"] = s_tgt.detach()
         if self.mic and uda.mask_weight > 0:
-            m_img, m_lbl, m_w = masked_batch(batch, labels, weight, uda, gen)
-            with self.autocast():
-                s_m_logits = small(m_img)
-            s_mic = uda.mask_weight * weighted_ce(s_m_logits.float(), m_lbl, m_w)
+            s_mic, _ = self.small_loss(small, *masked_batch(batch, labels, weight, uda, gen))
+            s_mic = uda.mask_weight * s_mic
             loss = loss + s_mic
             losses["small_mic"] = s_mic.detach()
         if d.kd_weight > 0:
@@ -250,7 +319,7 @@ class DUDA(Method):
     # ------------------------------------------------------------------ helpers
     def _kd(self, small, batch: dict, teacher_logits: torch.Tensor, losses: dict) -> torch.Tensor:
         with self.autocast():
-            s_logits = small(batch["tgt_img"])
+            s_logits = small(self.small_input(batch["tgt_img"]))
         loss = self.d.kd_weight * kd_kl(s_logits.float(), teacher_logits.float(), self.d.kd_temperature)
         losses["kd"] = loss.detach()
         return loss

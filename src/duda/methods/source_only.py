@@ -5,21 +5,24 @@ With a labelled *target* split as ``data.source`` this is also the oracle (the c
 
 from __future__ import annotations
 
-import torch
-
-from duda.methods.base import Method, StepContext, TrainSpan
+from duda.methods.base import Method, NetworkSpec, StepContext
+from duda.methods.registry import register_method
 from duda.uda.losses import ce
 
 
+@register_method
 class SourceOnly(Method):
-    eval_networks = ("student",)
+    name = "source_only"
+    summary = "supervised training on the labelled domain only (with a labelled target: the oracle)"
+    needs_target = False
 
-    def __init__(self, cfg, num_classes: int, device: torch.device) -> None:
+    @classmethod
+    def network_specs(cls, cfg) -> dict[str, NetworkSpec]:
+        return {"student": NetworkSpec(cfg.model, "train", (0, cfg.train.iters))}
+
+    def __init__(self, cfg, num_classes: int, device) -> None:
         super().__init__(cfg, num_classes, device)
         self.networks["student"] = self.build(cfg.model)
-
-    def spans(self) -> dict[str, TrainSpan]:
-        return {"student": TrainSpan(self.cfg.model, 0, self.cfg.train.iters)}
 
     def train_step(self, batch: dict, ctx: StepContext) -> dict:
         student = self.net("student")

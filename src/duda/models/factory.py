@@ -283,12 +283,32 @@ def build_model(
     return model
 
 
-def build_from_spec(spec: dict[str, Any], pretrained: str | os.PathLike | None = None) -> SegmentationModel:
-    """Rebuild a model from its ``spec`` (``{"name", "num_classes", "arch"}``)."""
+def build_network(
+    name: str,
+    num_classes: int,
+    pretrained: str | os.PathLike | None = None,
+    arch: dict[str, Any] | None = None,
+    multires: dict[str, Any] | None = None,
+) -> nn.Module:
+    """Model ``name`` (:func:`build_model`), wrapped for multi-resolution training and inference
+    (HRDA, :mod:`duda.models.hrda`) when ``multires`` holds the wrapper's settings."""
+    model = build_model(name, num_classes, pretrained, **dict(arch or {}))
+    if multires is None:
+        return model
+    from duda.models.hrda import wrap_multires
+
+    return wrap_multires(model, multires)
+
+
+def build_from_spec(spec: dict[str, Any], pretrained: str | os.PathLike | None = None) -> nn.Module:
+    """Rebuild a model from its ``spec`` (``{"name", "num_classes", "arch"}``, plus ``"hrda"``
+    for a multi-resolution model); other keys (a deploy folder's metadata) are ignored."""
     try:
-        return build_model(spec["name"], spec["num_classes"], pretrained, **dict(spec.get("arch") or {}))
+        return build_network(
+            spec["name"], spec["num_classes"], pretrained, spec.get("arch") or {}, spec.get("hrda")
+        )
     except KeyError as exc:
-        raise ConfigError(f"model spec {spec!r}: missing key {exc}") from None
+        raise ConfigError(f"model spec: missing key {exc} (have {sorted(spec)})") from None
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -338,7 +338,7 @@ def _check_export(folder: Path, model: nn.Module, shape: tuple[int, int]) -> tup
 
 
 def export_hf(loaded, out_dir: str | os.PathLike, check_shape: tuple[int, int] = (64, 64)) -> HFExport:
-    """Write ``loaded`` (an :class:`~duda.engine.checkpoint.InferenceModel` of a ``segformer_mit*``
+    """Write ``loaded`` (an :class:`~duda.loading.InferenceModel` of a ``segformer_mit*``
     model) as a transformers ``SegformerForSemanticSegmentation`` folder ``out_dir``.
 
     The folder is written beside ``out_dir``, loaded back with transformers and compared with the
@@ -546,12 +546,12 @@ def _resize(folder: Path, entry: dict[str, Any]) -> tuple[int, int] | None:
 
 
 def load_hf_folder(path: str | os.PathLike):
-    """An :class:`~duda.engine.checkpoint.InferenceModel` from a transformers
+    """An :class:`~duda.loading.InferenceModel` from a transformers
     ``SegformerForSemanticSegmentation`` folder (config.json + model.safetensors or
     pytorch_model.bin), as :func:`export_hf` writes and the ``nvidia/segformer-*`` repositories
     hold. CheckpointError naming the file for another model type, missing weights or weights that
     do not fit the config."""
-    from duda.engine.checkpoint import InferenceModel
+    from duda.loading import InferenceModel
     from duda.models.factory import build_model
     from duda.models.pretrained import read_state_dict
 

@@ -627,9 +627,9 @@ def reference_labels(meta: Any, num_classes: int) -> tuple[list[str], np.ndarray
 
 
 def reference_inference_model(ckpt: dict, path: str | os.PathLike, which: str = "model"):
-    """An :class:`~duda.engine.checkpoint.InferenceModel` for network ``which`` of a read checkpoint."""
+    """An :class:`~duda.loading.InferenceModel` for network ``which`` of a read checkpoint."""
     from duda.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-    from duda.engine.checkpoint import InferenceModel
+    from duda.loading import InferenceModel
 
     source = str(path)
     net = network_state(ckpt["state_dict"], which, source)
@@ -705,9 +705,9 @@ def convert_reference_checkpoint(
     resize: tuple[int, int] | None = REFERENCE_TEST_SCALE,
 ) -> ConversionResult:
     """Write network ``network`` of an mmseg checkpoint as a deploy folder (model.safetensors +
-    model.json, as :func:`duda.engine.checkpoint.save_deploy_model`), then reload it to check it."""
+    model.json, as :func:`duda.loading.save_deploy_model`), then reload it to check it."""
     from duda.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-    from duda.engine.checkpoint import load_inference_model, save_deploy_model
+    from duda.loading import load_inference_model, save_deploy_model
     from duda.models.factory import count_parameters
 
     path = Path(path)

@@ -1,0 +1,108 @@
+"""The method registry: ``method.name`` → the class that implements it.
+
+duda's own methods register themselves when their modules are imported (on the first lookup).
+A method defined elsewhere registers the same way, with the decorator, and is made known by
+
+- importing its module before the run: ``duda --import my_pkg.my_method train cfg.yaml``
+  (or ``duda.train(cfg, ...)`` after ``import my_pkg.my_method`` in Python), or
+- an entry point of an installed package, group ``duda.methods``::
+
+      [project.entry-points."duda.methods"]
+      my_method = "my_pkg.my_method"      # a module that registers its class, or "module:Class"
+
+Example (one file is all a new method needs, plus a config with ``method.name: my_method``)::
+
+    from duda.methods import Method, NetworkSpec, register_method
+
+    @register_method
+    class MyMethod(Method):
+        name = "my_method"
+        ...
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from duda.errors import ConfigError
+
+if TYPE_CHECKING:
+    from duda.methods.base import Method
+
+ENTRY_POINT_GROUP = "duda.methods"
+BUILTIN_MODULES = (
+    "duda.methods.source_only",
+    "duda.methods.daformer",
+    "duda.methods.duda",
+)
+
+_REGISTRY: dict[str, type[Method]] = {}
+_loaded = False
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    """Class decorator: make ``cls`` the method named ``cls.name``."""
+    from duda.methods.base import Method
+
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise TypeError(f"register_method: {cls!r} is not a subclass of duda.methods.Method")
+    name = getattr(cls, "name", "")
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"register_method: {cls.__qualname__}.name must be an identifier, got {name!r}")
+    held = _REGISTRY.get(name)
+    if held is not None and (held.__module__, held.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise ValueError(
+            f"register_method: the name {name!r} is taken by {held.__module__}.{held.__qualname__}; "
+            f"rename {cls.__module__}.{cls.__qualname__}"
+        )
+    _REGISTRY[name] = cls
+    return cls
+
+
+def import_method_modules(modules: list[str] | tuple[str, ...]) -> None:
+    """Import modules that register methods (``--import``); an error names the module."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError(f"--import {module}: cannot import it ({exc})") from None
+
+
+def _load() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            ep.load()
+        except Exception as exc:  # a broken plug-in must not stop duda's own methods
+            from duda.log import info
+
+            info(f"warning: entry point {ep.name} = {ep.value} ({ENTRY_POINT_GROUP}) failed to load: {exc}")
+
+
+def method_names() -> list[str]:
+    """Every registered method's name."""
+    _load()
+    return sorted(_REGISTRY)
+
+
+def method_class(name: str) -> type[Method]:
+    """The class registered as ``name``; an unknown name is a ``ConfigError`` listing the known."""
+    _load()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        error = ConfigError(
+            f"method.name: unknown method {name!r}; known: {', '.join(sorted(_REGISTRY))}. A method "
+            "defined in your own module is registered with @duda.methods.register_method and "
+            "loaded with `duda --import MODULE ...` or a 'duda.methods' entry point"
+        )
+        error.key = "method.name"
+        raise error from None
