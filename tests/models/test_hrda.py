@@ -460,3 +460,12 @@ def test_feature_distance_needs_features():
         hrda_feature_distance(
             out, torch.zeros(1, 3, 8, 8), torch.zeros(1, 8, 8), OnesBackbone(), MultiResSpec()
         )
+
+
+def test_blur_down_up_by_hand():
+    # Down by 0.5 samples columns 0.5 and 2.5 of the ramp [0, 1, 2, 3]; up by 2 samples those at
+    # -0.25 (clamped), 0.25, 0.75, 1.25 (clamped): [0.5, 1, 2, 2.5].
+    from duda.models.hrda import blur_down_up
+
+    out = blur_down_up(_columns(2, 4))
+    assert out[0, 0, 0].tolist() == [0.5, 1.0, 2.0, 2.5]
