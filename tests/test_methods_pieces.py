@@ -49,14 +49,17 @@ def test_mixed_batch_takes_source_labels_where_pasted():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("base", "fd"), [("daformer", 0.0), ("daformer", 0.005), ("mic", 0.005)])
+@pytest.mark.parametrize(
+    ("base", "fd"), [("daformer", 0.0), ("daformer", 0.005), ("mic", 0.005), ("mic_hrda", 0.005)]
+)
 def test_duda_large_student_trains_exactly_as_daformer(tmp_path, base, fd):
-    """Stage 1: L (with T = EMA(L)) follows the base method step for step; S changes nothing."""
+    """Stage 1: L (with T = EMA(L)) follows the base method step for step; S changes nothing
+    (also a single-resolution S at half scale under multi-resolution MIC(HRDA) networks)."""
     import sys
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).parent / "engine"))
-    from tinyrun import tiny_config
+    from tinyrun import HRDA_TINY, tiny_config
 
     from duda.config import config_from_dict
     from duda.data.prepare import prepare_dataset
@@ -71,6 +74,11 @@ def test_duda_large_student_trains_exactly_as_daformer(tmp_path, base, fd):
     prepare_dataset("gta", root / "source", progress=False, log=lambda _: None)
     large = {"name": "daformer_mit_tiny", "arch": {"embed_dims": [8, 16, 32, 32], "head_channels": 16}}
     common = {"train": {"iters": 3, "eval_every": 0}}
+    if base == "mic_hrda":
+        common |= {"data": HRDA_TINY["data"]}
+        hrda = HRDA_TINY["method"]["hrda"]
+    else:
+        hrda = {}
     duda = tiny_config(
         root,
         tmp_path / "duda",
@@ -80,12 +88,16 @@ def test_duda_large_student_trains_exactly_as_daformer(tmp_path, base, fd):
             "method": {
                 "base": base,
                 "uda": {"fd_weight": fd},
-                "duda": {"large": large, "stage1_iters": 3},
+                "hrda": hrda,
+                "duda": {"large": large, "stage1_iters": 3, "small_input_scale": 0.5 if hrda else 1.0},
             }
         },
     )
     daf = tiny_config(
-        root, tmp_path / "daf", base, common | {"model": large, "method": {"uda": {"fd_weight": fd}}}
+        root,
+        tmp_path / "daf",
+        base,
+        common | {"model": large, "method": {"uda": {"fd_weight": fd}, "hrda": hrda}},
     )
     train(config_from_dict(duda), progress=False)
     train(config_from_dict(daf), progress=False)

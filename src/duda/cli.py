@@ -39,12 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"duda {__version__}")
     _add_verbosity(parser, argparse.SUPPRESS)
+    _add_import(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_subparser = sub.add_parser
 
     def add_parser(*args, **kw):  # every command also takes --quiet / --verbose after its name
         p = _add_subparser(*args, **kw)
         _add_verbosity(p, argparse.SUPPRESS)
+        _add_import(p, argparse.SUPPRESS)
         return p
 
     sub.add_parser = add_parser  # type: ignore[method-assign]
@@ -69,6 +71,18 @@ def _add_verbosity(parser: argparse.ArgumentParser, default) -> None:
     )
 
 
+def _add_import(parser: argparse.ArgumentParser, default) -> None:
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        metavar="MODULE",
+        default=default,
+        help="import MODULE first: a module of your own that registers a method "
+        "(@duda.methods.register_method); repeatable",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     from duda import log
 
@@ -82,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if getattr(args, "imports", None):
+            from duda.methods.registry import import_method_modules
+
+            import_method_modules(args.imports)
         result = args.func(args)
     except DudaError as exc:
         print(f"duda {args.command}: error: {exc}", file=sys.stderr)

@@ -83,6 +83,25 @@ class UDAConfig:
 
 
 @dataclass
+class HRDAConfig:
+    """HRDA's multi-resolution networks (methods hrda, mic_hrda, and duda with such a base);
+    defaults = the published GTA→Cityscapes HRDA config (1024×1024 training crops)."""
+
+    scales: tuple[float, float] = (0.5, 1.0)  # (context, detail) scale of the training crop
+    hr_crop_size: tuple[int, int] = (512, 512)  # (H, W) detail crop inside the crop; HR window at test
+    crop_coord_divisible: int = 8  # detail-crop offsets are multiples of this (stride 4 x ratio 2)
+    hr_slide_inference: bool = True  # test: the detail branch slides hr_crop_size windows
+    hr_slide_overlapping: bool = True  # ... with a stride of half the window
+    attention_classwise: bool = True  # one scale-attention map per class (else one for all)
+    hr_loss_weight: float = 0.1  # weight of the detail-crop loss; the fused loss gets 1 - hr - lr
+    lr_loss_weight: float = 0.0  # weight of the context loss
+    fixed_attention: float | None = None  # a constant attention instead of the learned head
+    feature_scale: float | Literal["all"] = 0.5  # ImageNet feature distance on the context scale
+    blur_hr_crop: bool = False  # ablation: the detail branch sees a blurred (down-up) crop
+    attention_channels: int | None = None  # width of the attention head; null = the head's width
+
+
+@dataclass
 class TeacherSpec:
     checkpoint: str  # a training checkpoint (.pt), a deploy folder or a published mmseg latest.pth
     network: str = "teacher"  # which network in the checkpoint (mmseg: teacher = ema_model.*)
@@ -128,6 +147,7 @@ class MethodConfig:
     base: str = "daformer"  # DUDA's base: the method L trains with (daformer, mic, hrda, mic_hrda)
     uda: UDAConfig = field(default_factory=UDAConfig)
     duda: DUDAConfig = field(default_factory=DUDAConfig)
+    hrda: HRDAConfig = field(default_factory=HRDAConfig)
     options: dict[str, Any] = field(default_factory=dict)  # a method of your own's settings
 
 
@@ -270,6 +290,7 @@ __all__ = [
     "DataConfig",
     "DUDAConfig",
     "ExperimentConfig",
+    "HRDAConfig",
     "MethodConfig",
     "ModelConfig",
     "OptimConfig",

@@ -72,3 +72,7 @@ def deep_update(base: dict, extra: dict) -> dict:
         else:
             base[k] = v
     return base
+
+
+#: HRDA at tiny size: 64×64 training crops, seen at 32×32 (context) and through a 32×32 detail crop
+HRDA_TINY = {"data": {"crop_size": [64, 64]}, "method": {"hrda": {"hr_crop_size": [32, 32]}}}

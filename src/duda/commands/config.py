@@ -1,5 +1,6 @@
 """`duda config show CONFIG`: the fully resolved config, with the file that set each key;
-`duda config list`: the configs shipped with the package."""
+`duda config list`: the configs shipped with the package; `duda config methods`: the registered
+methods and what each declares."""
 
 from __future__ import annotations
 
@@ -37,6 +38,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     listing.set_defaults(func=run_list)
+    methods = actions.add_parser(
+        "methods",
+        help="list the registered methods (method.name), with the config sections each reads",
+        description=(
+            "List every method `method.name` accepts: duda's own, those of installed packages "
+            "('duda.methods' entry points) and those of modules given with `duda --import MODULE`."
+        ),
+    )
+    methods.set_defaults(func=run_methods)
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
 
@@ -56,4 +66,15 @@ def run_list(args: argparse.Namespace) -> int:
         if rel.parts[0] != "_base_":
             print(rel.with_suffix("").as_posix())
     print(f"({root}; bases in _base_/)")
+    return 0
+
+
+def run_methods(args: argparse.Namespace) -> int:
+    from duda.methods import method_class, method_names
+
+    for name in method_names():
+        cls = method_class(name)
+        sections = ", ".join(f"method.{s}" for s in cls.sections) or "-"
+        print(f"{name:<12} {cls.summary}")
+        print(f"{'':<12} reads {sections}; class {cls.__module__}.{cls.__qualname__}")
     return 0

@@ -34,6 +34,7 @@ ENTRY_POINT_GROUP = "duda.methods"
 BUILTIN_MODULES = (
     "duda.methods.source_only",
     "duda.methods.daformer",
+    "duda.methods.hrda",
     "duda.methods.duda",
 )
 
@@ -61,12 +62,42 @@ def register_method(cls: type[Method]) -> type[Method]:
 
 
 def import_method_modules(modules: list[str] | tuple[str, ...]) -> None:
-    """Import modules that register methods (``--import``); an error names the module."""
+    """Import modules that register methods (``--import``): a module name, found on the path
+    or in the current folder, or a ``.py`` file. An error names the module."""
+    import os
+    import sys
+
     for module in modules:
         try:
+            if module.endswith(".py"):
+                _import_file(module)
+                continue
+            if os.getcwd() not in sys.path and "" not in sys.path:  # `duda` is a script: add the cwd
+                sys.path.append(os.getcwd())
             importlib.import_module(module)
         except ImportError as exc:
             raise ConfigError(f"--import {module}: cannot import it ({exc})") from None
+
+
+def _import_file(path: str) -> None:
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"--import {path}: no such file")
+    name = file.stem
+    if name in sys.modules and getattr(sys.modules[name], "__file__", None) == str(file.resolve()):
+        return
+    spec = importlib.util.spec_from_file_location(name, file.resolve())
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
 
 
 def _load() -> None:

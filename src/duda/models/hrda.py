@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from duda.errors import ConfigError
 from duda.evaluation.inference import iter_windows
 from duda.models import heads as H
 from duda.models.factory import _build_head, build_from_spec, recipe, resolve_arch
@@ -527,6 +528,16 @@ def build_hrda_model(
         attention = build_attention_head(base, k if spec.attention_classwise else 1, spec.attention_channels)
     full_spec = {**base.spec, "hrda": spec.to_dict()}
     return HRDAModel(base.backbone, HRDAHeads(base.head, attention), base.output_stride, spec, full_spec)
+
+
+def wrap_multires(base: SegmentationModel, settings: dict[str, Any]) -> HRDAModel:
+    """HRDA around ``base`` from JSON-ready settings (a ``method.hrda`` config section or a
+    model spec's ``"hrda"`` entry); bad settings are a ``ConfigError`` naming the field."""
+    try:
+        spec = MultiResSpec.from_dict(settings)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"multi-resolution (HRDA) settings: {exc}") from None
+    return build_hrda_model(base, spec)
 
 
 def is_hrda_spec(spec: dict[str, Any]) -> bool:
