@@ -10,8 +10,7 @@ from tinyrun import tiny_config, write_config
 from duda.cli import main
 from duda.config import config_from_dict
 from duda.errors import ConfigError
-from duda.methods import Method, method_class, method_names, network_specs, register_method
-from duda.methods import registry
+from duda.methods import Method, method_class, method_names, network_specs, register_method, registry
 
 
 def test_builtin_methods_are_registered_by_name():
