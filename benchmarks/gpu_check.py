@@ -75,7 +75,7 @@ def train_case(case: str, setup: TrainSetup, precision: str, device: torch.devic
         method.networks[name].train()
     params = [p for n in method.spans() for p in method.networks[n].parameters()]
     optim = torch.optim.AdamW(params, lr=1e-6)
-    batch = {k: v.to(device) for k, v in random_batch(setup).items()}
+    batch = {k: v.to(device) for k, v in random_batch(setup, crop=cfg.data.crop_size).items()}
     step = cfg.method.duda.stage1_iters + 1 if case == "duda-stage2" else 1
 
     def one_step() -> None:

@@ -25,7 +25,7 @@ def test_random_batch_has_the_training_batch_contract():
     assert batch["tgt_valid"][:, 0].sum() == 0 and batch["tgt_valid"][:, 5:].min() == 1
 
 
-@pytest.mark.parametrize("case", B.TRAIN_CASES)
+@pytest.mark.parametrize("case", B.train_case_names())
 def test_experiment_dict_builds_a_valid_config(case):
     cfg = config_from_dict(B.experiment_dict(case, TINY, bf16=False))
     if case.startswith("duda"):
@@ -33,19 +33,22 @@ def test_experiment_dict_builds_a_valid_config(case):
         assert cfg.method.duda.large.name == "daformer_mit_tiny" and cfg.method.duda.stage1_iters == 5
     else:
         assert cfg.method.name == case and cfg.model.name == "daformer_mit_tiny"
-    assert cfg.data.crop_size == (32, 32) and cfg.train.bf16 is False
+    if "hrda" in case:  # twice the crop, a detail crop of the setup's crop (HRDA vs DAFormer)
+        assert cfg.data.crop_size == (64, 64) and cfg.method.hrda.hr_crop_size == (32, 32)
+    else:
+        assert cfg.data.crop_size == (32, 32)
+    assert cfg.train.bf16 is False
 
 
-@pytest.mark.parametrize("case", ["duda-stage1", "duda-stage2"])
+@pytest.mark.parametrize("case", ["duda-stage1", "duda-stage2", "mic_hrda"])
 def test_train_case_counts_flops_and_checks_frozen_networks(case):
     out = B._train_case(case, TINY, bf16=False, reps=1, threads=1, count=True)
     assert len(out["times"]) == 1 and out["times"][0] > 0
     assert out["flops"] > 0 and out["peak_mb"] >= out["delta_mb"] >= 0
     assert "requires_grad False" in out["frozen"] and "under no_grad" in out["frozen"]
-    assert (
-        "student=segformer_mit_tiny" in out["networks"]
-        and "teacher=daformer_mit_tiny (frozen)" in out["networks"]
-    )
+    student = "daformer_mit_tiny" if case == "mic_hrda" else "segformer_mit_tiny"
+    assert f"student={student}" in out["networks"]
+    assert "teacher=daformer_mit_tiny (frozen)" in out["networks"]
 
 
 def test_frozen_report_flags_a_teacher_that_runs_with_gradients():

@@ -65,7 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--cases", nargs="+", default=None,
-        help="training cases (default: source_only daformer mic duda-stage1 duda-stage2)",
+        help="training cases: registered methods, DUDA as duda-stage1 / duda-stage2 (default: "
+        "source_only daformer mic duda-stage1 duda-stage2; e.g. add hrda mic_hrda)",
     )  # fmt: skip
     parser.add_argument(
         "--bf16-cap", type=float, default=None,
@@ -98,9 +99,9 @@ def options_from_args(args: argparse.Namespace):
     if bad:
         raise DudaError(f"--backends: unknown {bad}; expected some of {list(B.INFERENCE_BACKENDS)}")
     opts.backends = args.backends or opts.backends
-    bad = sorted(set(args.cases or []) - set(B.TRAIN_CASES))
+    bad = sorted(set(args.cases or []) - set(B.train_case_names()))
     if bad:
-        raise DudaError(f"--cases: unknown {bad}; expected some of {list(B.TRAIN_CASES)}")
+        raise DudaError(f"--cases: unknown {bad}; expected some of {B.train_case_names()}")
     opts.train_cases = args.cases or opts.train_cases
     t = opts.train
     t.large, t.small = args.large or t.large, args.small or t.small

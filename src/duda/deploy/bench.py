@@ -34,7 +34,16 @@ INFERENCE_BACKENDS = ("torch-fp32", "torch-fp32-cl", "torch-bf16", "onnx", "onnx
 #: models here have random weights, so accuracy means nothing; a real INT8 export calibrates on
 #: target images, see ``duda export --quantize int8``).
 INT8_BENCH_CALIBRATION = 2
+#: the default training cases; any registered method's name is a case too (``train_case_names``)
 TRAIN_CASES = ("source_only", "daformer", "mic", "duda-stage1", "duda-stage2")
+
+
+def train_case_names() -> list[str]:
+    """Every training case: each registered method, DUDA as its two stages."""
+    from duda.methods import method_names
+
+    names = [n for n in method_names() if n != "duda"]
+    return names + ["duda-stage1", "duda-stage2"]
 
 
 # --------------------------------------------------------------------------- machine
@@ -365,30 +374,40 @@ class TrainRow:
 
 
 def experiment_dict(case: str, setup: TrainSetup, bf16: bool) -> dict:
-    """A config (as a dict) for ``case`` on ``setup``; dataset roots are never read."""
+    """A config (as a dict) for ``case`` on ``setup``; dataset roots are never read.
+
+    A multi-resolution method (one that reads ``method.hrda``) trains on crops twice the size,
+    with a detail crop of ``setup.crop``, as HRDA (1024² crops) compares with DAFormer (512²)."""
+    from duda.methods import method_class
+
     large = {"name": setup.large, "arch": dict(setup.arch_large)}
     small = {"name": setup.small, "arch": dict(setup.arch_small)}
-    method_name = "duda" if case.startswith("duda") else case
+    method_name = case.partition("-stage")[0]
+    multires = "hrda" in method_class(method_name).sections
+    crop = [2 * v for v in setup.crop] if multires else list(setup.crop)
     cfg: dict = {
         "model": small if method_name == "duda" else large,
         "data": {
             "source": {"type": "gta", "root": "unused"},
             "target": {"type": "cityscapes", "root": "unused"},
-            "crop_size": list(setup.crop),
+            "crop_size": crop,
             "batch_size": setup.batch,
         },
         "method": {"name": method_name},
         "train": {"iters": 10, "device": "cpu", "bf16": bf16},
     }
+    if multires:
+        cfg["method"]["hrda"] = {"hr_crop_size": list(setup.crop)}
     if method_name == "duda":
         cfg["method"]["duda"] = {"large": large, "stage1_iters": 5}
     return cfg
 
 
-def random_batch(setup: TrainSetup, seed: int = 0) -> dict:
-    """A training batch of random tensors with plausible label statistics."""
+def random_batch(setup: TrainSetup, seed: int = 0, crop: tuple[int, int] | None = None) -> dict:
+    """A training batch of random tensors with plausible label statistics (``crop``: the size
+    when not ``setup.crop``)."""
     g = torch.Generator().manual_seed(seed)
-    b, (h, w), k = setup.batch, setup.crop, setup.num_classes
+    b, (h, w), k = setup.batch, tuple(crop or setup.crop), setup.num_classes
     # label blocks of 16 px so that ClassMix and the feature-distance cells see regions, not noise
     coarse = torch.randint(0, k, (b, (h + 15) // 16, (w + 15) // 16), generator=g)
     src_gt = coarse.repeat_interleave(16, 1).repeat_interleave(16, 2)[:, :h, :w].contiguous()
@@ -443,7 +462,7 @@ def _train_case(case: str, setup: TrainSetup, bf16: bool, reps: int, threads: in
         method.networks[name].train()
     params = [p for n in method.spans() for p in method.networks[n].parameters()]
     optim = torch.optim.AdamW(params, lr=1e-6)
-    batch = random_batch(setup)
+    batch = random_batch(setup, crop=cfg.data.crop_size)
     step = 6 if case == "duda-stage2" else 1
     _, after = frozen_report(method)
     base = read_status_mb("VmRSS")
@@ -522,10 +541,9 @@ def _profile_case(case: str, setup: TrainSetup, threads: int, top: int) -> dict:
     from duda.methods import StepContext, build_method
 
     torch.manual_seed(0)
-    method = build_method(
-        config_from_dict(experiment_dict(case, setup, False)), setup.num_classes, torch.device("cpu")
-    )
-    batch = random_batch(setup)
+    cfg = config_from_dict(experiment_dict(case, setup, False))
+    method = build_method(cfg, setup.num_classes, torch.device("cpu"))
+    batch = random_batch(setup, crop=cfg.data.crop_size)
     method.train_step(batch, StepContext(step=1, generator=torch.Generator().manual_seed(1)))
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         method.train_step(batch, StepContext(step=1, generator=torch.Generator().manual_seed(1)))
