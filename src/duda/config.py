@@ -133,9 +133,9 @@ class DUDAConfig:
     stage1_teacher_weight: float = 1.0  # weight of the stage-1 teacher T in the fusion; 0 = drop it
     kd_weight: float = 0.0  # soft KD (temperature-scaled KL, T -> S on target); 0 = off
     kd_temperature: float = 2.0
-    # S's input scale relative to the training crop (and the test images): a single-resolution
-    # small student under a multi-resolution (HRDA) teacher sees the images resized by this factor
-    # and learns from labels resized to match; 1.0 = the crop as it is
+    # S's input scale: S resizes every image it is given by this factor first (in training, in
+    # evaluation and as shipped), e.g. 0.5 for a single-resolution small student under a
+    # multi-resolution (HRDA) teacher on 1024 crops; its logits are upsampled to the labels
     small_input_scale: float = 1.0
 
 

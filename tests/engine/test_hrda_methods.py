@@ -103,6 +103,7 @@ def test_hrda_family_trains_evaluates_and_ships(synth_root, tmp_path, method):
     ckpt = load_checkpoint(list_checkpoints(tmp_path / method / "checkpoints")[-1][1])["state"]
     if method == "duda":
         assert type(shipped.model) is SegmentationModel  # the small student stays single-resolution
+        assert shipped.model.input_scale == 0.5 and shipped.spec["input_scale"] == 0.5
         large = load_inference_model(tmp_path / method, which="large").model
         assert isinstance(large, HRDAModel) and large.mr.hr_crop_size == (32, 32)
         assert set(ckpt) == {"large", "teacher", "imnet", "student"}

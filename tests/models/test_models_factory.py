@@ -241,3 +241,30 @@ def test_flop_counter_counts_grouped_conv_backward(groups):
     with flop_counter() as counter:
         conv(x.detach()).sum().backward()  # no grad for the input: forward + grad weight
     assert counter.get_total_flops() == 2 * forward
+
+
+def test_input_scale_resizes_inside_the_network_and_survives_a_round_trip(tmp_path):
+    import torch.nn.functional as F
+
+    from duda.errors import ConfigError
+    from duda.loading import load_inference_model, save_deploy_model
+    from duda.models import build_network
+
+    torch.manual_seed(0)
+    plain = build_model("segformer_mit_tiny", 19).eval()
+    half = build_network("segformer_mit_tiny", 19, input_scale=0.5).eval()
+    half.load_state_dict(plain.state_dict())  # same weights: the scale is no parameter
+    x = torch.randn(1, 3, 128, 96)
+    small = F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        assert torch.equal(half(x), plain(small)) and half(x).shape[-2:] == (16, 12)
+    assert half.min_input_side == 64 and half.spec["input_scale"] == 0.5
+    meta = {"classes": [str(i) for i in range(19)], "palette": [[0, 0, 0]] * 19, "mean": [0, 0, 0],
+            "std": [1, 1, 1], "resize": None}  # fmt: skip
+    save_deploy_model(tmp_path / "m", half, meta)
+    back = load_inference_model(tmp_path / "m").model
+    assert back.input_scale == 0.5
+    with torch.no_grad():
+        assert torch.equal(back(x), half(x))
+    with pytest.raises(ConfigError, match="input_scale: expected > 0"):
+        build_network("segformer_mit_tiny", 19, input_scale=-1.0)

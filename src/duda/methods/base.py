@@ -42,7 +42,8 @@ class NetworkSpec:
 
     ``role``: ``train`` (own optimiser and poly schedule over the steps ``span`` = [start, end)),
     ``ema`` (an exponential average of ``source``), or ``frozen`` (never updated).
-    ``multires``: the HRDA multi-resolution wrapper's settings (JSON-ready), None for a plain model.
+    ``multires``: the HRDA multi-resolution wrapper's settings (JSON-ready), None for a plain model;
+    ``input_scale``: the factor a plain model resizes its input by first (1 = none).
     """
 
     config: ModelConfig
@@ -50,13 +51,16 @@ class NetworkSpec:
     span: tuple[int, int] | None = None
     source: str | None = None
     multires: dict[str, Any] | None = None
+    input_scale: float = 1.0
 
     def build(self, num_classes: int, pretrained: bool = True) -> SegmentationModel | nn.Module:
         """The network with fresh weights (ImageNet backbone when ``pretrained``)."""
         from duda.models import build_network
 
         weights = self.config.pretrained if pretrained else None
-        return build_network(self.config.name, num_classes, weights, self.config.arch, self.multires)
+        return build_network(
+            self.config.name, num_classes, weights, self.config.arch, self.multires, self.input_scale
+        )
 
 
 @dataclass
@@ -137,10 +141,15 @@ class Method:
 
     # ------------------------------------------------------------------ construction helpers
     def build(
-        self, model_cfg: ModelConfig, pretrained: bool = True, multires: dict | None = None
+        self,
+        model_cfg: ModelConfig,
+        pretrained: bool = True,
+        multires: dict | None = None,
+        input_scale: float = 1.0,
     ) -> nn.Module:
         """A fresh network of ``model_cfg`` on the method's device."""
-        model = NetworkSpec(model_cfg, multires=multires).build(self.num_classes, pretrained)
+        spec = NetworkSpec(model_cfg, multires=multires, input_scale=input_scale)
+        model = spec.build(self.num_classes, pretrained)
         model = model.to(self.device)
         if self.cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)

@@ -10,15 +10,15 @@ Stage 2, fine-tuning (steps [N1, iters)): T (in eval mode) and any extra teacher
 their probabilities are fused; S trains on source labels and on ClassMix images labelled by the
 fused teachers, with target pixels weighted by ``1 + γ·I'_c``, the normalised per-class
 inconsistency between the teachers' and S's predictions on the target training images.
-S may be single-resolution under a multi-resolution teacher: it sees every image resized by
-``method.duda.small_input_scale`` and learns from labels resized to match (nearest neighbour).
+S may be single-resolution under a multi-resolution teacher: with
+``method.duda.small_input_scale`` = s it resizes every image by s itself (part of the network,
+so evaluation and the shipped model do the same) and its logits are upsampled to the labels.
 See docs/method.md.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from duda.config import ExperimentConfig
@@ -75,7 +75,9 @@ class DUDA(Method):
         specs = {"large": base.pop("student"), "teacher": base.pop("teacher")}
         specs["teacher"].source = "large"
         specs.update(base)
-        specs["student"] = NetworkSpec(cfg.model, "train", (0, cfg.train.iters))
+        specs["student"] = NetworkSpec(
+            cfg.model, "train", (0, cfg.train.iters), input_scale=d.small_input_scale
+        )
         return specs
 
     @classmethod
@@ -100,7 +102,6 @@ class DUDA(Method):
         self.d = cfg.method.duda
         self.uda = cfg.method.uda
         self.n1 = self.d.stage1_iters
-        self.small_scale = float(self.d.small_input_scale)
         # L and T are the base method's student and teacher: L's step is the base method's step
         self.base = self.base_class(cfg)(
             cfg,
@@ -115,7 +116,7 @@ class DUDA(Method):
         self.networks["teacher"] = self.base.networks["teacher"]
         if "imnet" in self.base.networks:
             self.networks["imnet"] = self.base.networks["imnet"]
-        self.networks["student"] = self.build(cfg.model)
+        self.networks["student"] = self.build(cfg.model, input_scale=self.d.small_input_scale)
         # extra frozen teachers (multi-teacher); rebuilt from their files, not checkpointed
         self.extra_teachers: list[tuple[nn.Module, float]] = []
         for spec in self.d.teachers:
@@ -170,31 +171,12 @@ class DUDA(Method):
             return self._stage1(batch, ctx)
         return self._stage2(batch, ctx)
 
-    # ------------------------------------------------------------------ the small student's input
-    def small_input(self, img: torch.Tensor) -> torch.Tensor:
-        """S's view of an image: resized by ``method.duda.small_input_scale`` (bilinear)."""
-        if self.small_scale == 1.0:
-            return img
-        return F.interpolate(img, scale_factor=self.small_scale, mode="bilinear", align_corners=False)
-
-    def small_targets(self, lbl: torch.Tensor, wgt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Labels and pixel weights at S's input size (nearest neighbour)."""
-        if self.small_scale == 1.0:
-            return lbl, wgt
-        size = [round(s * self.small_scale) for s in lbl.shape[-2:]]
-        lbl = F.interpolate(lbl[:, None].float(), size=size, mode="nearest")[:, 0].long()
-        wgt = F.interpolate(wgt[:, None].float(), size=size, mode="nearest")[:, 0]
-        return lbl, wgt
-
     def small_loss(self, small: nn.Module, img: torch.Tensor, lbl: torch.Tensor, wgt=None):
-        """S's (pixel-weighted) CE on ``img`` at its input scale; returns the loss and logits."""
+        """S's CE (pixel-weighted when ``wgt``) on ``img``; returns the loss and the logits."""
         with self.autocast():
-            logits = small(self.small_input(img))
-        if wgt is None:
-            lbl, _ = self.small_targets(lbl, torch.ones_like(lbl, dtype=torch.float32))
-            return ce(logits.float(), lbl), logits
-        lbl, wgt = self.small_targets(lbl, wgt)
-        return weighted_ce(logits.float(), lbl, wgt), logits
+            logits = small(img)
+        loss = ce(logits.float(), lbl) if wgt is None else weighted_ce(logits.float(), lbl, wgt)
+        return loss, logits
 
     # ------------------------------------------------------------------ stage 1
     def _stage1(self, batch: dict, ctx: StepContext) -> dict:
@@ -266,7 +248,7 @@ class DUDA(Method):
                 img = img.unsqueeze(0)
             pred_t = self.fused_probs(img).argmax(1)
             with self.autocast():
-                pred_s = probs_at(small(self.small_input(img)), img.shape[-2:]).argmax(1)
+                pred_s = probs_at(small(img), img.shape[-2:]).argmax(1)
             meter.update(pred_t, pred_s)
         small.train(was_training)
         if ctx.all_reduce is not None:
@@ -319,7 +301,7 @@ class DUDA(Method):
     # ------------------------------------------------------------------ helpers
     def _kd(self, small, batch: dict, teacher_logits: torch.Tensor, losses: dict) -> torch.Tensor:
         with self.autocast():
-            s_logits = small(self.small_input(batch["tgt_img"]))
+            s_logits = small(batch["tgt_img"])
         loss = self.d.kd_weight * kd_kl(s_logits.float(), teacher_logits.float(), self.d.kd_temperature)
         losses["kd"] = loss.detach()
         return loss

@@ -289,10 +289,20 @@ def build_network(
     pretrained: str | os.PathLike | None = None,
     arch: dict[str, Any] | None = None,
     multires: dict[str, Any] | None = None,
+    input_scale: float = 1.0,
 ) -> nn.Module:
     """Model ``name`` (:func:`build_model`), wrapped for multi-resolution training and inference
-    (HRDA, :mod:`duda.models.hrda`) when ``multires`` holds the wrapper's settings."""
+    (HRDA, :mod:`duda.models.hrda`) when ``multires`` holds the wrapper's settings, or resizing
+    its input by ``input_scale`` first (see :class:`SegmentationModel`)."""
     model = build_model(name, num_classes, pretrained, **dict(arch or {}))
+    if input_scale != 1.0:
+        if multires is not None:
+            raise ConfigError(f"model {name!r}: input_scale and multi-resolution settings exclude each other")
+        spec = {**model.spec, "input_scale": float(input_scale)}
+        try:
+            return SegmentationModel(model.backbone, model.head, model.output_stride, spec)
+        except ValueError as exc:
+            raise ConfigError(f"model {name!r}: {exc}") from None
     if multires is None:
         return model
     from duda.models.hrda import wrap_multires
@@ -302,10 +312,16 @@ def build_network(
 
 def build_from_spec(spec: dict[str, Any], pretrained: str | os.PathLike | None = None) -> nn.Module:
     """Rebuild a model from its ``spec`` (``{"name", "num_classes", "arch"}``, plus ``"hrda"``
-    for a multi-resolution model); other keys (a deploy folder's metadata) are ignored."""
+    for a multi-resolution model or ``"input_scale"``); other keys (a deploy folder's metadata)
+    are ignored."""
     try:
         return build_network(
-            spec["name"], spec["num_classes"], pretrained, spec.get("arch") or {}, spec.get("hrda")
+            spec["name"],
+            spec["num_classes"],
+            pretrained,
+            spec.get("arch") or {},
+            spec.get("hrda"),
+            spec.get("input_scale", 1.0),
         )
     except KeyError as exc:
         raise ConfigError(f"model spec: missing key {exc} (have {sorted(spec)})") from None

@@ -357,6 +357,12 @@ def export_hf(loaded, out_dir: str | os.PathLike, check_shape: tuple[int, int] =
     if not isinstance(model, nn.Module) or not isinstance(getattr(model, "spec", None), dict):
         raise DudaError(f"{loaded.model_name}: not a PyTorch model (ONNX?); export from a checkpoint")
     spec = model.spec
+    if spec.get("input_scale", 1.0) != 1.0 or "hrda" in spec:
+        what = "resizes its input first" if "hrda" not in spec else "is multi-resolution (HRDA)"
+        raise DudaError(
+            f"{loaded.model_name}: the model {what}, which SegformerForSemanticSegmentation cannot "
+            "express; export it as ONNX instead (duda export --format onnx)"
+        )
     if _head_of(spec["name"]) != "segformer":
         raise DudaError(_refusal(spec["name"]))
     out = Path(out_dir)
