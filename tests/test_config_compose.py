@@ -1,6 +1,6 @@
 """Composed configs (``_base_``) and the paper configs' resolved values.
 
-``tests/data/resolved_configs.json`` holds ``to_dict(load_config(...))`` of each of the 52 paper
+``tests/data/resolved_configs.json`` holds ``to_dict(load_config(...))`` of each of the 64 paper
 configs as they were before they were rewritten into ``configs/_base_`` files plus short leaves;
 every leaf must still resolve to exactly that. Regenerate it (only when a config is meant to change)
 with ``python tests/test_config_compose.py --write-snapshot``.
@@ -48,7 +48,7 @@ def _snapshot() -> dict:
 
 def test_snapshot_covers_every_paper_config():
     assert sorted(_snapshot()) == sorted(paper_configs())
-    assert len(paper_configs()) == 52
+    assert len(paper_configs()) == 64  # 13 per benchmark before HRDA, + hrda, mic_hrda, duda_mic_hrda
 
 
 @pytest.mark.parametrize("name", sorted(paper_configs()))
@@ -291,4 +291,4 @@ def test_shipped_configs_resolve_by_name_from_any_folder(tmp_path, monkeypatch, 
     assert main(["config", "list"]) == 0
     listed = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("(")]
     assert "gta2cs/duda_mitb5_mitb0" in listed and not any(x.startswith("_base_") for x in listed)
-    assert len(listed) == 52
+    assert len(listed) == 64

@@ -25,6 +25,9 @@ def test_all_benchmarks_and_methods_present():
             "mic_mitb5",
             "duda_mitb5_mitb0",
             "duda_r101_mitb0",
+            "hrda_mitb5",
+            "mic_hrda_mitb5",
+            "duda_mic_hrda_mitb5_mitb0",
         ):
             assert (bench, stem) in names
 
@@ -71,9 +74,19 @@ PAPER = [p for p in CONFIGS if p.parent.name in ("gta2cs", "syn2cs", "cs2acdc", 
 @pytest.mark.parametrize("path", PAPER, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_pseudo_label_ignore_rows_follow_the_reference_runs(path):
     """DAFormer's runs (experiments.py: plcrop=True for every benchmark, ACDC and Dark Zurich
-    included) zero the top 15 / bottom 120 rows; MIC's keep them only for Cityscapes targets."""
+    included) zero the top 15 / bottom 120 rows; MIC's keep them only for Cityscapes targets.
+    HRDA's (and MIC(HRDA)'s) zero no rows: on Cityscapes targets they zero margins of the full
+    2048×1024 image instead (crop_pseudo_margins [30, 240, 30, 30]); on ACDC / Dark Zurich none."""
     cfg = load_config(str(path))
     if cfg.method.name == "source_only":
+        return
+    base = cfg.method.base if cfg.method.name == "duda" else cfg.method.name
+    if base in ("hrda", "mic_hrda"):
+        assert (cfg.method.uda.ignore_top, cfg.method.uda.ignore_bottom) == (0, 0)
+        cityscapes_target = path.parent.name in ("gta2cs", "syn2cs")
+        assert cfg.data.target_valid_margins == ((30, 240, 30, 30) if cityscapes_target else None)
+        assert cfg.data.crop_size == (1024, 1024) and cfg.data.rcs.min_crop_ratio == 2.0
+        assert (cfg.train.eval_mode, cfg.train.eval_crop) == ("slide", (1024, 1024))
         return
     mic_based = cfg.method.name == "mic" or (cfg.method.name == "duda" and cfg.method.base == "mic")
     cityscapes_target = path.parent.name in ("gta2cs", "syn2cs")
