@@ -78,18 +78,7 @@ def _from_deploy_dir(path: Path) -> InferenceModel:
     info = json.loads(info_path.read_text())
     model = build_from_spec(info)
     _load_state_strict(model, load_file(str(weights)), str(weights))
-    model.eval()
-    return InferenceModel(
-        model=model,
-        model_name=info["name"],
-        num_classes=info["num_classes"],
-        classes=list(info["classes"]),
-        palette=np.asarray(info["palette"], dtype=np.uint8),
-        mean=tuple(info["mean"]),
-        std=tuple(info["std"]),
-        resize=tuple(info["resize"]) if info.get("resize") else None,
-        spec=dict(model.spec),
-    )
+    return _ready(model, info["name"], info)
 
 
 def _from_training_checkpoint(path: Path, which: str) -> InferenceModel:
@@ -116,13 +105,17 @@ def _from_training_checkpoint(path: Path, which: str) -> InferenceModel:
         have = sorted(set(specs) & set(ckpt["state"]))
         raise CheckpointError(f"{path}: no network '{which}'; this {cfg.method.name} run has {have}")
     meta = ckpt["meta"]
-    spec_model = specs[which].config
     model = specs[which].build(meta["num_classes"], pretrained=False)
     _load_state_strict(model, ckpt["state"][which], f"{path} [{which}]")
+    return _ready(model, specs[which].config.name, meta)
+
+
+def _ready(model: nn.Module, name: str, meta: dict) -> InferenceModel:
+    """``model`` in eval mode with the classes, palette, normalisation and test scale of ``meta``."""
     model.eval()
     return InferenceModel(
         model=model,
-        model_name=spec_model.name,
+        model_name=name,
         num_classes=meta["num_classes"],
         classes=list(meta["classes"]),
         palette=np.asarray(meta["palette"], dtype=np.uint8),

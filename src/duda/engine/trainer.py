@@ -357,216 +357,247 @@ def _train(cfg, resume, overwrite, progress, max_steps, device, dist_info, work_
             point = ckpt_io.ResumePoint(Path(path), ckpt_io.load_training_checkpoint(path), [])
     if error is not None:
         raise error
+    run = _Run(cfg, dist_info, work_dir, log, src, tgt, val, meta, method, optimizers)
     try:
-        return _run(
-            cfg, resume, progress, max_steps, device, dist_info, work_dir, ckpt_dir, log,
-            src, tgt, val, meta, method, spans, optimizers, point, lock, created,
-        )  # fmt: skip
+        start = run.restore(point, resume, lock, created)
+        return run.train(start, max_steps, progress)
     finally:
         _release(lock, work_dir, False)
 
 
-def _run(
-    cfg, resume, progress, max_steps, device, dist_info, work_dir, ckpt_dir, log,
-    src, tgt, val, meta, method, spans, optimizers, point, lock, created,
-) -> TrainResult:  # fmt: skip
-    is_main = dist_info.is_main
-    start = 0
-    last_ckpt = None
-    if point is not None:
-        state = point.state
+class _Run:
+    """One training run, set up: the loop (:meth:`train`) and what each step involves."""
+
+    def __init__(self, cfg, dist_info, work_dir, log, src, tgt, val, meta, method, optimizers) -> None:
+        self.cfg, self.dist_info, self.work_dir, self.log = cfg, dist_info, work_dir, log
+        self.is_main = dist_info.is_main
+        self.src, self.tgt, self.val, self.meta = src, tgt, val, meta
+        self.method, self.optimizers = method, optimizers
+        self.spans = method.spans()
+        self.ckpt_dir = work_dir / "checkpoints"
+        self.last_ckpt: Path | None = None
+        self.logger: MetricLogger | None = None
+        self.val_loader = None
+
+    # ------------------------------------------------------------------ before the loop
+    def restore(self, point, resume: bool, lock, created: bool) -> int:
+        """Load the resume point (networks, method state, optimisers); the step to start from."""
+        cfg, method, log = self.cfg, self.method, self.log
+        start = 0
+        if point is not None:
+            state = point.state
+            try:
+                method.load_state_dict(state["state"])
+                method.load_extra_state(state.get("extra", {}))
+                for name, opt in self.optimizers.items():
+                    opt.load_state_dict(state["optimizers"][name])
+            except (RuntimeError, KeyError, ValueError) as exc:
+                if self.is_main:
+                    _release(lock, self.work_dir, created)
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise CheckpointError(
+                    f"--resume: {point.path} does not fit this run's networks ({first}); nothing was changed"
+                ) from None
+            start = int(state["step"])
+            self.last_ckpt = point.path
+            if self.is_main:
+                moved = ckpt_io.set_aside_unreadable(point.skipped)
+                for (_, why), aside in zip(point.skipped, moved, strict=True):
+                    log(f"warning: {why}; renamed it to {aside.name}, falling back to {point.path.name}")
+                log(f"resuming {self.work_dir} from {point.path.name} (step {start})")
+                changed = config_changes(state.get("config", {}), to_dict(cfg))
+                if changed:
+                    log(f"warning: the config differs from the checkpoint's: {', '.join(changed[:8])}")
+            point.state = {}  # loaded: do not hold a second copy of every network while training
+        elif resume:
+            log(f"no checkpoint in {self.ckpt_dir}; starting from scratch")
+        if self.is_main:
+            log(f"work_dir: {self.work_dir}")
+            config_text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+            write_text(self.work_dir / "config.yaml", config_text, what="config")
+        _wrap_trainable(method, cfg, self.dist_info)
+        self.logger = MetricLogger(self.work_dir, enabled=self.is_main, resume_step=start if resume else None)
+        if self.val is not None:
+            self.val_loader = make_eval_loader(cfg, self.val, cfg.data.val, shard=self.dist_info)
+        return start
+
+    # ------------------------------------------------------------------ the loop
+    def train(self, start: int, max_steps: int | None, progress: bool) -> TrainResult:
+        """Steps ``start`` … ``end``; checkpoints, evaluations and logs on the way; on SIGTERM /
+        SIGINT a checkpoint and an early return; at the end of the run the deployable model."""
+        cfg, method = self.cfg, self.method
+        total = cfg.train.iters
+        end = total if max_steps is None else min(total, start + max_steps)
+        method.on_train_start(start)
+        for name in self.spans:
+            method.networks[name].train()
+        loader = None
+        if start < end:
+            loader = iter(make_train_loader(cfg, self.src, self.tgt, start, self.dist_info))
+        bar = self._progress_bar(start, end, progress)
+        self.t_last = time.perf_counter()
+        results: dict = {}
+        step, stopped = start, None
         try:
-            method.load_state_dict(state["state"])
-            method.load_extra_state(state.get("extra", {}))
-            for name, opt in optimizers.items():
-                opt.load_state_dict(state["optimizers"][name])
-        except (RuntimeError, KeyError, ValueError) as exc:
-            if is_main:
-                _release(lock, work_dir, created)
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CheckpointError(
-                f"--resume: {point.path} does not fit this run's networks ({first}); nothing was changed"
-            ) from None
-        start = int(state["step"])
-        last_ckpt = point.path
-        if is_main:
-            moved = ckpt_io.set_aside_unreadable(point.skipped)
-            for (_, why), aside in zip(point.skipped, moved, strict=True):
-                log(f"warning: {why}; renamed it to {aside.name}, falling back to {point.path.name}")
-            log(f"resuming {work_dir} from {point.path.name} (step {start})")
-            changed = config_changes(state.get("config", {}), to_dict(cfg))
-            if changed:
-                log(f"warning: the config differs from the checkpoint's: {', '.join(changed[:8])}")
-        point.state = state = {}  # loaded: do not hold a second copy of every network while training
-    elif resume:
-        log(f"no checkpoint in {ckpt_dir}; starting from scratch")
-    if is_main:
-        log(f"work_dir: {work_dir}")
-        write_text(work_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False), what="config")
-    _wrap_trainable(method, cfg, dist_info)
+            with _StopFlag() as stop:
+                while step < end:
+                    batch = to_device(next(loader), method.device, cfg.train.channels_last)
+                    out, active, want_vis = self.step(step, batch)
+                    step += 1
+                    self.record(step, end, out, active, want_vis, bar)
+                    if cfg.train.ckpt_every and step % cfg.train.ckpt_every == 0 and step < total:
+                        self.save(step)
+                    if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step < total:
+                        results = self.evaluate(step)
+                    if stop.signum is not None:
+                        if self.last_ckpt is None or self.last_ckpt.name != f"iter_{step:07d}.pt":
+                            self.save(step)
+                        stopped = stop.signum
+                        break
+        finally:
+            if bar is not None:
+                bar.close()
+        if stopped is not None:
+            return self.stopped(step, stopped)
+        return self.finish(step, end, results)
 
-    total = cfg.train.iters
-    end = total if max_steps is None else min(total, start + max_steps)
-    logger = MetricLogger(work_dir, enabled=is_main, resume_step=start if resume else None)
-    val_loader = make_eval_loader(cfg, val, cfg.data.val, shard=dist_info) if val is not None else None
+    def step(self, step: int, batch: dict) -> tuple[dict, list[str], bool]:
+        """One optimisation step of every network whose span holds ``step``."""
+        cfg, spans = self.cfg, self.spans
+        active = [n for n, s in spans.items() if s.start <= step < s.end]
+        for name in active:
+            s = spans[name]
+            o = cfg.optim
+            factor = lr_factor(step - s.start, s.end - s.start, o.warmup_iters, o.warmup_ratio, o.power)
+            set_lr(self.optimizers[name], o.lr, factor)
+            self.optimizers[name].zero_grad(set_to_none=True)
+        seed = step_seed(cfg.train.seed, step, self.dist_info.rank)
+        torch.manual_seed(seed)  # dropout / drop-path
+        want_vis = self.is_main and cfg.train.debug_every > 0 and (step + 1) % cfg.train.debug_every == 0
+        ctx = StepContext(
+            step=step,
+            generator=torch.Generator().manual_seed(seed),
+            want_visuals=want_vis,
+            target_images=target_images_fn(cfg, self.tgt, self.dist_info) if self.tgt is not None else None,
+            all_reduce=(lambda t: all_reduce_sum(t, self.dist_info)),
+        )
+        out = self.method.train_step(batch, ctx)
+        _check_finite(out["losses"], step, self.last_ckpt)
+        for name in active:
+            self.optimizers[name].step()
+        return out, active, want_vis
 
-    def save(step: int) -> Path | None:
-        nonlocal last_ckpt
-        if is_main:
+    # ------------------------------------------------------------------ on the way
+    def record(self, step: int, end: int, out: dict, active: list[str], want_vis: bool, bar) -> None:
+        """Losses to the logs, the method's events, debug pictures, the progress bar."""
+        cfg, losses = self.cfg, out["losses"]
+        if self.is_main and (step % cfg.train.log_every == 0 or step == end):
+            now = time.perf_counter()
+            rec = {k: float(v) for k, v in losses.items()}
+            rec["lr"] = self.optimizers[active[0]].param_groups[0]["lr"] if active else 0.0
+            rec["sec_per_iter"] = (now - self.t_last) / cfg.train.log_every
+            self.t_last = now
+            self.logger.log(step, rec)
+        for kind, values in out.get("events", {}).items():
+            values = {self.meta["classes"][k] if isinstance(k, int) else k: v for k, v in values.items()}
+            self.logger.log(step, values, kind)
+            if self.is_main:
+                text = ", ".join(f"{k} {v:.2f}" for k, v in values.items())
+                self.log(f"step {step} {kind}: {text}")
+        if want_vis and out.get("visuals"):
+            from duda.engine.visuals import save_debug_grid
+
+            path = self.work_dir / "debug" / f"iter_{step:07d}.png"
+            save_debug_grid(out["visuals"], path, self.src.labels.palette)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix({k: f"{float(v):.3f}" for k, v in list(losses.items())[:4]}, refresh=False)
+
+    def save(self, step: int) -> Path | None:
+        """A checkpoint of every network, the method's state and the optimisers (rank 0)."""
+        if self.is_main:
             payload = {
                 "step": step,
-                "meta": meta,
-                "config": to_dict(cfg),
-                "state": method.state_dict(),
-                "extra": method.extra_state(),
-                "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
+                "meta": self.meta,
+                "config": to_dict(self.cfg),
+                "state": self.method.state_dict(),
+                "extra": self.method.extra_state(),
+                "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
             }
             try:
-                last_ckpt = ckpt_io.save_checkpoint(ckpt_dir, step, payload, keep_last=cfg.train.keep_last)
-            except WriteError as exc:
-                good = (
-                    f"the last good checkpoint is {last_ckpt}"
-                    if last_ckpt
-                    else "no checkpoint was written yet"
+                self.last_ckpt = ckpt_io.save_checkpoint(
+                    self.ckpt_dir, step, payload, keep_last=self.cfg.train.keep_last
                 )
-                raise WriteError(f"{exc}; training stopped at step {step} ({good})") from None
-        barrier(dist_info)
-        return last_ckpt
+            except WriteError as exc:
+                good = self.last_ckpt and f"the last good checkpoint is {self.last_ckpt}"
+                raise WriteError(
+                    f"{exc}; training stopped at step {step} ({good or 'no checkpoint was written yet'})"
+                ) from None
+        barrier(self.dist_info)
+        return self.last_ckpt
 
-    def run_eval(step: int) -> dict:
-        if val_loader is None:
+    def evaluate(self, step: int) -> dict:
+        """mIoU of the method's evaluated networks on data.val, logged."""
+        if self.val_loader is None:
             return {}
-        res = evaluate_networks(method, cfg, val_loader, method.eval_networks, dist_info, meta["classes"])
+        method = self.method
+        res = evaluate_networks(
+            method, self.cfg, self.val_loader, method.eval_networks, self.dist_info, self.meta["classes"]
+        )
         for name, r in res.items():
             per_class = {f"IoU/{k}": v["iou"] for k, v in r["per_class"].items() if v["iou"] is not None}
-            logger.log(step, {"mIoU": r["miou"], **per_class}, f"val_{name}")
+            self.logger.log(step, {"mIoU": r["miou"], **per_class}, f"val_{name}")
+        if self.is_main and res and step < self.cfg.train.iters:
+            summary = ", ".join(f"{n} {100 * r['miou']:.2f}" for n, r in res.items())
+            self.log(f"step {step}: mIoU {summary}")
         return res
 
-    results: dict = {}
-    stopped = False
-    method.on_train_start(start)
-    for name in spans:
-        method.networks[name].train()
-    loader_iter = iter(make_train_loader(cfg, src, tgt, start, dist_info)) if start < end else None
-    bar = None
-    if progress and is_main and start < end and is_terminal():
+    def _progress_bar(self, start: int, end: int, progress: bool):
+        if not (progress and self.is_main and start < end and is_terminal()):
+            return None
         from tqdm import tqdm
 
-        bar = tqdm(total=total, initial=start, desc=f"{cfg.method.name}", dynamic_ncols=True, smoothing=0.05)
-    say = log  # the CLI's log handler writes above an active bar (tqdm.write)
-    t_last = time.perf_counter()
-    try:
-        with _StopFlag() as stop:
-            step = start
-            while step < end:
-                batch = to_device(next(loader_iter), device, cfg.train.channels_last)
-                active = [n for n, s in spans.items() if s.start <= step < s.end]
-                for name in active:
-                    s = spans[name]
-                    factor = lr_factor(
-                        step - s.start,
-                        s.end - s.start,
-                        cfg.optim.warmup_iters,
-                        cfg.optim.warmup_ratio,
-                        cfg.optim.power,
-                    )
-                    set_lr(optimizers[name], cfg.optim.lr, factor)
-                    optimizers[name].zero_grad(set_to_none=True)
-                seed = step_seed(cfg.train.seed, step, dist_info.rank)
-                torch.manual_seed(seed)  # dropout / drop-path
-                gen = torch.Generator().manual_seed(seed)
-                want_vis = is_main and cfg.train.debug_every > 0 and (step + 1) % cfg.train.debug_every == 0
-                ctx = StepContext(
-                    step=step,
-                    generator=gen,
-                    want_visuals=want_vis,
-                    target_images=target_images_fn(cfg, tgt, dist_info) if tgt is not None else None,
-                    all_reduce=(lambda t: all_reduce_sum(t, dist_info)),
-                )
-                out = method.train_step(batch, ctx)
-                losses = out["losses"]
-                _check_finite(losses, step, last_ckpt)
-                for name in active:
-                    optimizers[name].step()
-                step += 1
+        total = self.cfg.train.iters
+        return tqdm(total=total, initial=start, desc=self.cfg.method.name, dynamic_ncols=True, smoothing=0.05)
 
-                if is_main and (step % cfg.train.log_every == 0 or step == end):
-                    now = time.perf_counter()
-                    rec = {k: float(v) for k, v in losses.items()}
-                    rec["lr"] = optimizers[active[0]].param_groups[0]["lr"] if active else 0.0
-                    rec["sec_per_iter"] = (now - t_last) / cfg.train.log_every
-                    t_last = now
-                    logger.log(step, rec)
-                for kind, values in out.get("events", {}).items():
-                    values = {meta["classes"][k] if isinstance(k, int) else k: v for k, v in values.items()}
-                    logger.log(step, values, kind)
-                    if is_main:
-                        text = ", ".join(f"{k} {v:.2f}" for k, v in values.items())
-                        say(f"step {step} {kind}: {text}")
-                if want_vis and out.get("visuals"):
-                    from duda.engine.visuals import save_debug_grid
-
-                    save_debug_grid(
-                        out["visuals"], work_dir / "debug" / f"iter_{step:07d}.png", src.labels.palette
-                    )
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(
-                        {k: f"{float(v):.3f}" for k, v in list(losses.items())[:4]}, refresh=False
-                    )
-                if cfg.train.ckpt_every and step % cfg.train.ckpt_every == 0 and step < total:
-                    save(step)
-                if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step < total:
-                    results = run_eval(step)
-                    if is_main and results:
-                        summary = ", ".join(f"{n} {100 * r['miou']:.2f}" for n, r in results.items())
-                        say(f"step {step}: mIoU {summary}")
-                if stop.signum is not None:
-                    if last_ckpt is None or last_ckpt.name != f"iter_{step:07d}.pt":
-                        save(step)
-                    stopped = True
-                    break
-    finally:
-        if bar is not None:
-            bar.close()
-    if stopped:
-        log(
-            f"received {signal.Signals(stop.signum).name}: checkpoint written at step {step}: {last_ckpt}; "
+    # ------------------------------------------------------------------ after the loop
+    def stopped(self, step: int, signum: int) -> TrainResult:
+        self.log(
+            f"received {signal.Signals(signum).name}: checkpoint written at step {step}: {self.last_ckpt}; "
             "continue with --resume"
         )
-        logger.close()
+        self.logger.close()
         return TrainResult(
-            work_dir=work_dir,
-            step=step,
-            metrics={},
-            stopped_early=True,
-            signal=stop.signum,
-            checkpoint=last_ckpt,
+            work_dir=self.work_dir, step=step, stopped_early=True, signal=signum, checkpoint=self.last_ckpt
         )
 
-    model_dir = None
-    if step >= total:
-        if last_ckpt is None or last_ckpt.name != f"iter_{step:07d}.pt":
-            save(step)
-        results = run_eval(step)
-        if is_main:
-            model_dir = loading.save_deploy_model(work_dir / "model", method.networks[method.ship], meta)
-            if results:
-                write_text(work_dir / "eval.json", json.dumps(results, indent=2), what="results")
-            log(f"finished {total} steps: model {model_dir} (checkpoint {last_ckpt})")
-    elif step == end:
-        save(step)
-    if dist_info.enabled:
-        _check_ranks_agree(method, work_dir, dist_info)
-    logger.close()
-    return TrainResult(
-        work_dir=work_dir,
-        step=step,
-        metrics=results,
-        stopped_early=False,
-        checkpoint=last_ckpt,
-        model_dir=model_dir,
-    )
+    def finish(self, step: int, end: int, results: dict) -> TrainResult:
+        """The final checkpoint, evaluation and deployable model of a finished run."""
+        total = self.cfg.train.iters
+        model_dir = None
+        if step >= total:
+            if self.last_ckpt is None or self.last_ckpt.name != f"iter_{step:07d}.pt":
+                self.save(step)
+            results = self.evaluate(step)
+            if self.is_main:
+                ship = self.method.networks[self.method.ship]
+                model_dir = loading.save_deploy_model(self.work_dir / "model", ship, self.meta)
+                if results:
+                    write_text(self.work_dir / "eval.json", json.dumps(results, indent=2), what="results")
+                self.log(f"finished {total} steps: model {model_dir} (checkpoint {self.last_ckpt})")
+        elif step == end:
+            self.save(step)
+        if self.dist_info.enabled:
+            _check_ranks_agree(self.method, self.work_dir, self.dist_info)
+        self.logger.close()
+        return TrainResult(
+            work_dir=self.work_dir,
+            step=step,
+            metrics=results,
+            stopped_early=False,
+            checkpoint=self.last_ckpt,
+            model_dir=model_dir,
+        )
 
 
 def weights_checksum(module: torch.nn.Module) -> float:

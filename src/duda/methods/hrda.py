@@ -123,24 +123,14 @@ class HRDA(SelfTraining):
             loss = loss + loss_fd
         return loss, out.fused
 
-    def weighted_step(
-        self,
-        net: nn.Module,
-        img: torch.Tensor,
-        lbl: torch.Tensor,
-        wgt: torch.Tensor,
-        losses: dict,
-        key: str,
-        gen: torch.Generator,
-        scale: float = 1.0,
-    ) -> torch.Tensor:
+    def forward_loss(
+        self, net: nn.Module, img: torch.Tensor, lbl: torch.Tensor, wgt: torch.Tensor, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """HRDA's loss with a fresh detail crop; the fused logits."""
         with self.autocast():
             out = net(img, crop_box=self._box(img, gen))
         loss, _ = hrda_losses(out, lbl, wgt, self.mr, _loss)
-        loss = scale * loss
-        loss.backward()
-        losses[key] = loss.detach()
-        return out.fused
+        return loss, out.fused
 
 
 @register_method

@@ -10,7 +10,7 @@ ImageNet copy, and one step of method.md Part B:
 5. with ``masking`` (MIC): the masked target image against the same pseudo-labels, backward.
 
 Subclasses change what a forward and its loss are (HRDA: a context and a detail crop) by
-overriding :meth:`SelfTraining.source_loss`, :meth:`SelfTraining.weighted_step` and
+overriding :meth:`SelfTraining.source_loss`, :meth:`SelfTraining.forward_loss` and
 :meth:`SelfTraining.teacher_logits`; :meth:`SelfTraining.adapt_step` returns the step's
 images and labels so that DUDA feeds the very same ones to its small student.
 """
@@ -289,10 +289,18 @@ class SelfTraining(Method):
         gen: torch.Generator,
         scale: float = 1.0,
     ) -> torch.Tensor:
-        """Forward ``img``, ``scale`` × pixel-weighted CE against ``lbl``, backward; logs ``losses[key]``."""
-        with self.autocast():
-            logits = net(img)
-        loss = scale * weighted_ce(logits.float(), lbl, wgt)
+        """Forward ``img``, ``scale`` × its pixel-weighted loss against ``lbl``, backward; logs
+        ``losses[key]``; returns the logits."""
+        loss, logits = self.forward_loss(net, img, lbl, wgt, gen)
+        loss = scale * loss
         loss.backward()
         losses[key] = loss.detach()
         return logits
+
+    def forward_loss(
+        self, net: nn.Module, img: torch.Tensor, lbl: torch.Tensor, wgt: torch.Tensor, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A student's pixel-weighted CE on ``img`` and its logits."""
+        with self.autocast():
+            logits = net(img)
+        return weighted_ce(logits.float(), lbl, wgt), logits
