@@ -91,12 +91,11 @@ def test_weights_for_prefers_shipped_then_cache(tmp_path, monkeypatch):
 def test_shipped_encoders_fit_the_demo_configs():
     """The demo configs name duda:KEY encoders; each shipped file fits its architecture."""
     from duda.config import load_config
-    from duda.demo.runs import configs_dir
+    from duda.demo.runs import _models, configs_dir
 
     for name in ("daformer", "duda", "source_only", "oracle", "daformer_large"):
         cfg = load_config(str(configs_dir() / f"{name}.yaml"))
-        models = [cfg.model] + ([cfg.method.duda.large] if cfg.method.name == "duda" else [])
-        for m in models:
+        for m in _models(cfg):
             key = m.pretrained.removeprefix("duda:")
             assert m.pretrained.startswith("duda:") and key in demo_pre.DEMO_ENCODERS
             assert demo_pre._encoder_arch(m.arch) == demo_pre._encoder_arch(demo_pre.DEMO_ENCODERS[key][1])

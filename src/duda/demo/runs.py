@@ -160,8 +160,15 @@ BASELINES = (
 
 
 def _models(cfg) -> list:
-    """The model configs of a run: the trained model, and DUDA's large one."""
-    return [cfg.model] + ([cfg.method.duda.large] if cfg.method.name == "duda" else [])
+    """The model config objects of a run's networks, each once (the method declares them);
+    :func:`ensure_pretrained` points their encoders at weights in place."""
+    from duda.methods import network_specs
+
+    models: list = []
+    for spec in network_specs(cfg).values():
+        if not any(spec.config is m for m in models):
+            models.append(spec.config)
+    return models
 
 
 def arch_text(arch: dict) -> str:
