@@ -141,3 +141,26 @@ def test_hrda_config_errors_name_the_key(synth_root, tmp_path):
     assert e.key == "data.crop_size" and "divisible by 8" in str(e)
     e = error({"method": {"hrda": {"feature_scale": "some"}}})
     assert "method.hrda.feature_scale" in str(e)
+
+
+def test_resume_compatibility_covers_the_declared_networks(synth_root, tmp_path):
+    """A checkpoint fits a run only if every network the method declares is built the same."""
+    from duda.engine.checkpoint import incompatibilities
+
+    duda = _cfg(synth_root, tmp_path, "duda", {"method": {"base": "mic_hrda"}})
+    other = _cfg(
+        synth_root,
+        tmp_path,
+        "duda",
+        {
+            "method": {
+                "base": "mic_hrda",
+                "hrda": {"attention_classwise": False},
+                "duda": {"small_input_scale": 0.5},
+            }
+        },
+    )
+    bad = incompatibilities(duda, other, 19, 19)
+    assert any(b.startswith("method.duda.large multi-resolution (method.hrda):") for b in bad)
+    assert "model input scale: 1.0 in the checkpoint, 0.5 now" in bad
+    assert incompatibilities(duda, duda, 19, 19) == []

@@ -129,32 +129,40 @@ def set_aside_unreadable(skipped: list[tuple[Path, str]]) -> list[Path]:
     return moved
 
 
-def _arch_key(model_cfg: dict | None) -> tuple[str | None, dict]:
-    model_cfg = model_cfg or {}
-    return model_cfg.get("name"), dict(model_cfg.get("arch") or {})
-
-
 def incompatibilities(old_cfg: dict, new_cfg: dict, old_classes: int | None, new_classes: int) -> list[str]:
-    """What makes a checkpoint written under ``old_cfg`` unusable for a run of ``new_cfg``: the
-    model name and architecture (and DUDA's large model), the method, DUDA's base method and the
-    number of classes, as ``key: checkpoint value -> config value`` lines (empty when they fit)."""
-    out = []
+    """What makes a checkpoint written under ``old_cfg`` unusable for a run of ``new_cfg``, as
+    ``key: checkpoint value -> config value`` lines (empty when they fit): the method, the number
+    of classes, and each network the method declares (:meth:`duda.methods.Method.network_specs`):
+    its model name and architecture, multi-resolution settings and input scale."""
+    from duda.config import config_from_dict
+    from duda.errors import DudaError
+    from duda.methods import network_specs
+
+    out: list[str] = []
 
     def differ(key: str, a: Any, b: Any) -> None:
-        if a != b:
-            out.append(f"{key}: {a!r} in the checkpoint, {b!r} now")
+        line = f"{key}: {a!r} in the checkpoint, {b!r} now"
+        if a != b and line not in out:
+            out.append(line)
 
-    old_m, new_m = old_cfg.get("method") or {}, new_cfg.get("method") or {}
-    old_name, old_arch = _arch_key(old_cfg.get("model"))
-    new_name, new_arch = _arch_key(new_cfg.get("model"))
-    differ("model.name", old_name, new_name)
-    differ("model.arch", old_arch, new_arch)
-    differ("method.name", old_m.get("name"), new_m.get("name"))
-    if new_m.get("name") == "duda" and old_m.get("name") == "duda":
-        differ("method.base", old_m.get("base"), new_m.get("base"))
-        old_l = _arch_key((old_m.get("duda") or {}).get("large"))
-        new_l = _arch_key((new_m.get("duda") or {}).get("large"))
-        differ("method.duda.large.name", old_l[0], new_l[0])
-        differ("method.duda.large.arch", old_l[1], new_l[1])
+    old_method = (old_cfg.get("method") or {}).get("name", "daformer")
+    new_method = (new_cfg.get("method") or {}).get("name", "daformer")
+    differ("method.name", old_method, new_method)
     differ("number of classes", old_classes, new_classes)
+    if old_method != new_method:
+        return out
+    try:
+        old_specs = network_specs(config_from_dict(old_cfg))
+    except DudaError as exc:
+        return [*out, f"config: the checkpoint's config does not load in this version ({exc})"]
+    new_specs = network_specs(config_from_dict(new_cfg))
+    for name in [*new_specs, *(n for n in old_specs if n not in new_specs)]:
+        if name not in old_specs or name not in new_specs:
+            differ(f"network {name!r}", name in old_specs, name in new_specs)
+            continue
+        old, new = old_specs[name], new_specs[name]
+        differ(f"{new.key}.name", old.config.name, new.config.name)
+        differ(f"{new.key}.arch", dict(old.config.arch), dict(new.config.arch))
+        differ(f"{new.key} multi-resolution (method.hrda)", old.multires, new.multires)
+        differ(f"{new.key} input scale", old.input_scale, new.input_scale)
     return out

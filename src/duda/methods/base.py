@@ -44,6 +44,7 @@ class NetworkSpec:
     ``ema`` (an exponential average of ``source``), or ``frozen`` (never updated).
     ``multires``: the HRDA multi-resolution wrapper's settings (JSON-ready), None for a plain model;
     ``input_scale``: the factor a plain model resizes its input by first (1 = none).
+    ``key``: where ``config`` sits in the experiment config (error messages name it).
     """
 
     config: ModelConfig
@@ -52,6 +53,7 @@ class NetworkSpec:
     source: str | None = None
     multires: dict[str, Any] | None = None
     input_scale: float = 1.0
+    key: str = "model"
 
     def build(self, num_classes: int, pretrained: bool = True) -> SegmentationModel | nn.Module:
         """The network with fresh weights (ImageNet backbone when ``pretrained``)."""

@@ -75,6 +75,8 @@ class DUDA(Method):
         specs = {"large": base.pop("student"), "teacher": base.pop("teacher")}
         specs["teacher"].source = "large"
         specs.update(base)
+        for spec in specs.values():
+            spec.key = "method.duda.large"
         specs["student"] = NetworkSpec(
             cfg.model, "train", (0, cfg.train.iters), input_scale=d.small_input_scale
         )
