@@ -121,3 +121,19 @@ def test_a_py_file_and_an_entry_point_register_too(tmp_path, monkeypatch, capsys
     assert "ep_method" in method_names()
     for name in ("ep_method", "file_method"):
         registry._REGISTRY.pop(name, None)
+
+
+def test_the_engine_and_the_loader_name_no_method():
+    """The loop, checkpoints and inference loading learn about methods only from their
+    declarations: no method name or method config section is spelled out there."""
+    import re
+    from pathlib import Path
+
+    import duda
+
+    root = Path(duda.__file__).parent
+    names = "|".join(method_names())
+    pattern = re.compile(rf"""["'](?:{names})["']|\.method\.(?:uda|duda|hrda|options)\b""")
+    for path in [*sorted((root / "engine").glob("*.py")), root / "loading.py"]:
+        hits = [line.strip() for line in path.read_text().splitlines() if pattern.search(line)]
+        assert not hits, f"{path.name}: {hits}"

@@ -145,8 +145,11 @@ def incompatibilities(old_cfg: dict, new_cfg: dict, old_classes: int | None, new
         if a != b and line not in out:
             out.append(line)
 
-    old_method = (old_cfg.get("method") or {}).get("name", "daformer")
-    new_method = (new_cfg.get("method") or {}).get("name", "daformer")
+    from duda.config import MethodConfig
+
+    default = MethodConfig().name
+    old_method = (old_cfg.get("method") or {}).get("name", default)
+    new_method = (new_cfg.get("method") or {}).get("name", default)
     differ("method.name", old_method, new_method)
     differ("number of classes", old_classes, new_classes)
     if old_method != new_method:
