@@ -116,7 +116,7 @@ class DUDAConfig:
     # start L and T from trained weights instead of large.pretrained (ImageNet backbone only):
     # - a published DAFormer / MIC (mmseg) latest.pth, or a folder holding one: L <- its model.*
     #   network (the one the reference evaluates); T <- its ema_model.* when the file has one,
-    #   else T = a copy of L. HRDA checkpoints are not supported.
+    #   else T = a copy of L. HRDA / MIC(HRDA) files fit an HRDA large (method.base hrda|mic_hrda).
     # - a duda deploy folder, training checkpoint or run folder: L <- its shipped network, T = L.
     # The weights must fit `large` (name, arch, classes; checked, the error names both). The EMA
     # schedule still starts at step 0, so T follows L closely in the first steps. null = off.

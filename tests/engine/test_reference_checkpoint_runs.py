@@ -2,18 +2,20 @@
 
 A fake ``latest.pth`` in the reference layout (random weights, ``tests/models/fixtures``) of a tiny
 DAFormer is evaluated on the tiny synthetic benchmark, converted to a deploy folder, used as the
-starting point of DUDA's large student / EMA teacher and as an extra frozen stage-2 teacher.
+starting point of DUDA's large student / EMA teacher and as an extra frozen stage-2 teacher; a tiny
+HRDA one is evaluated, converted and used as the starting point of DUDA on HRDA / MIC(HRDA).
 """
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
-from tinyrun import tiny_config, write_config
+from tinyrun import HRDA_TINY, tiny_config, write_config
 
 from duda.cli import main
 from duda.config import config_from_dict
@@ -61,13 +63,55 @@ def test_eval_and_convert_a_published_checkpoint(synth_root, tmp_path, published
           f"converted ema_model.* {converted['miou']:.4f}")  # fmt: skip
 
 
-def test_eval_of_an_hrda_checkpoint_says_not_supported(synth_root, tmp_path, capsys):
-    hrda = fakes.save_fake(tmp_path / "hrda.pth", "hrda_daformer_mit_tiny")
+def test_eval_and_convert_a_published_hrda_checkpoint(synth_root, tmp_path, capsys):
+    hrda = tmp_path / "hrda" / "latest.pth"
+    hrda.parent.mkdir()
+    torch.save(fakes.fake_hrda_checkpoint(config=fakes.hrda_config_text()), hrda)
     cfg = write_config(tiny_config(synth_root, tmp_path / "work"), tmp_path / "cfg.yaml")
-    assert main(["eval", str(cfg), "--checkpoint", str(hrda)]) == 2
-    err = capsys.readouterr().err
-    assert "HRDA" in err and "not supported yet" in err and "decode_head.scale_attention" in err
-    assert main(["convert", str(hrda), "--out", str(tmp_path / "x")]) == 2
+    student = _eval(cfg, hrda, tmp_path / "model.json")  # multi-resolution, 32x32 detail windows
+    teacher = _eval(cfg, hrda.parent, tmp_path / "ema.json", "--model", "teacher")
+    assert 0.0 <= student["miou"] <= 1.0 and student["miou"] != teacher["miou"]
+
+    assert main(["convert", str(hrda), "--out", str(tmp_path / "deploy"), "--network", "teacher"]) == 0
+    out = capsys.readouterr().out
+    assert "HRDAHead over DAFormerHead" in out and "as daformer_mit_tiny" in out
+    assert "note: HRDA settings read from meta['config']" in out
+    info = json.loads((tmp_path / "deploy" / "model.json").read_text())
+    assert info["hrda"]["hr_crop_size"] == [32, 32] and info["resize"] == [2048, 1024]
+    converted = _eval(cfg, tmp_path / "deploy", tmp_path / "deploy.json")
+    assert converted["miou"] == teacher["miou"]
+
+
+def _hrda_duda_cfg(synth_root, work: Path, base: str, large_init: Path, attention_channels=16) -> dict:
+    extra = copy.deepcopy(HRDA_TINY)
+    extra["method"].update({"base": base, "duda": {"large_init": str(large_init)}})
+    extra["method"]["hrda"]["attention_channels"] = attention_channels
+    cfg = tiny_config(synth_root, work, "duda", extra)
+    cfg["method"]["duda"]["large"] = dict(LARGE)
+    return cfg
+
+
+@pytest.mark.parametrize("base", ["hrda", "mic_hrda"])
+def test_duda_on_hrda_starts_from_a_published_hrda_checkpoint(synth_root, tmp_path, base):
+    from duda.models.hrda import HRDAModel
+
+    path = tmp_path / "published" / "latest.pth"
+    path.parent.mkdir()
+    torch.save(fakes.fake_hrda_checkpoint(), path)  # no config text: the run's HRDA settings apply
+    direct = {w: load_inference_model(path, which=w).model.state_dict() for w in ("student", "teacher")}
+    method = build_method(config_from_dict(_hrda_duda_cfg(synth_root, tmp_path / "a", base, path)), 19,
+                          torch.device("cpu"))  # fmt: skip
+    large = method.networks["large"]
+    assert isinstance(large, HRDAModel) and large.mr.hr_crop_size == (32, 32)
+    for net, which in (("large", "student"), ("teacher", "teacher")):
+        state = method.networks[net].state_dict()
+        assert state.keys() == direct[which].keys()
+        assert all(torch.equal(state[k], direct[which][k]) for k in state), net
+
+    wrong = _hrda_duda_cfg(synth_root, tmp_path / "b", base, path, attention_channels=None)
+    shapes = r"head\.attention\.classifier\.weight \(19, 16, 1, 1\) vs \(19, 32, 1, 1\)"
+    with pytest.raises(CheckpointError, match=r"large_init=.*\[model\].*HRDA.*shape mismatches.*" + shapes):
+        build_method(config_from_dict(wrong), 19, torch.device("cpu"))
 
 
 def _duda_cfg(synth_root, work: Path, duda: dict) -> dict:

@@ -4,7 +4,12 @@ The layouts (``fixtures/*_keys.json``) list the names and shapes of DAFormer / M
 checkpoints as written from the reference module structure (see ``fixtures/make_reference_keys.py``).
 ``reference_forward`` computes what the reference modules compute from those weights, written from
 the reference ``forward`` methods (MixVisionTransformer, DAFormerHead / ASPPWrapper, SegFormerHead,
-DLV2Head) with functional torch ops: the test oracle for our converted models.
+DLV2Head, and HRDA's ``HRDAEncoderDecoder.encode_decode`` + ``HRDAHead.forward`` at test time) with
+functional torch ops: the test oracle for our converted models.
+
+HRDA fakes (``fake_hrda_network`` / ``fake_hrda_checkpoint``) use the ``hrda_daformer_mit_tiny``
+layout (HRDAHead over the tiny DAFormer head, a 16-wide scale attention) and may carry the mmcv
+config text that mmseg's ``train.py`` stores in ``meta['config']`` (``hrda_config_text``).
 """
 
 from __future__ import annotations
@@ -55,6 +60,101 @@ def save_fake(path: Path, name: str, **kwargs) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(fake_checkpoint(name, **kwargs), path)
     return path
+
+
+# ----------------------------------------------------------------------------- HRDA fakes
+
+HRDA_LAYOUT = "hrda_daformer_mit_tiny"
+
+
+def fake_hrda_network(seed: int = 0, classwise: bool = True) -> dict[str, torch.Tensor]:
+    """HRDA weights of the tiny layout; ``classwise=False``: one attention map for all classes
+    (``attention_classwise=False``: the attention's ``conv_seg`` has one output)."""
+    net = fake_network(HRDA_LAYOUT, seed)
+    if not classwise:
+        g = torch.Generator().manual_seed(100 + seed)
+        w = net["decode_head.scale_attention.conv_seg.weight"]
+        net["decode_head.scale_attention.conv_seg.weight"] = 0.2 * torch.randn(1, *w.shape[1:], generator=g)
+        net["decode_head.scale_attention.conv_seg.bias"] = 0.2 * torch.randn(1, generator=g)
+    return net
+
+
+def hrda_config_text(
+    scales=(1, 0.5),
+    hr_crop_size=(32, 32),
+    attention_classwise: bool = True,
+    hr_slide_inference: bool = True,
+    extra_model: str = "",
+    extra_head: str = "",
+) -> str:
+    """A config text as mmcv's ``Config.pretty_text`` writes it (the merged HRDA config, abridged):
+    other top-level entries hold look-alike keys (``crop_size``, ``scales``) that must not be read."""
+    return f"""log_config = dict(interval=50, hooks=[dict(type='TextLoggerHook', by_epoch=False)])
+norm_cfg = dict(type='BN', requires_grad=True)
+find_unused_parameters = True
+model = dict(
+    type='HRDAEncoderDecoder',
+    pretrained='pretrained/mit_b5.pth',
+    backbone=dict(type='mit_b5', style='pytorch'),
+    decode_head=dict(
+        type='HRDAHead',
+        in_channels=[64, 128, 320, 512],
+        in_index=[0, 1, 2, 3],
+        channels=256,
+        dropout_ratio=0.1,
+        num_classes=19,
+        norm_cfg=dict(type='BN', requires_grad=True),
+        align_corners=False,
+        decoder_params=dict(
+            embed_dims=256,
+            embed_cfg=dict(type='mlp', act_cfg=None, norm_cfg=None),
+            fusion_cfg=dict(
+                type='aspp',
+                sep=True,
+                dilations=(1, 6, 12, 18),
+                pool=False,
+                act_cfg=dict(type='ReLU'),
+                norm_cfg=dict(type='BN', requires_grad=True))),
+        loss_decode=dict(
+            type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
+        single_scale_head='DAFormerHead',
+        attention_classwise={attention_classwise},
+        hr_loss_weight=0.1{extra_head}),
+    train_cfg=dict(work_dir='work_dirs/local-basic/gtaHR2csHR_hrda'),
+    test_cfg=dict(
+        mode='slide',
+        batched_slide=True,
+        stride=[512, 512],
+        crop_size=[1024, 1024]),
+    scales={list(scales)},
+    hr_crop_size={list(hr_crop_size)},
+    feature_scale=0.5,
+    crop_coord_divisible=8,
+    hr_slide_inference={hr_slide_inference}{extra_model})
+uda = dict(type='DACS', alpha=0.999, mix='class', imnet_feature_dist_lambda=0.005)
+data = dict(
+    samples_per_gpu=2,
+    train=dict(type='UDADataset', rare_class_sampling=dict(min_pixels=3000, min_crop_ratio=2.0)),
+    crop_size=(1024, 1024),
+    scales=[9, 9])
+seed = 1
+"""
+
+
+def fake_hrda_checkpoint(
+    networks: tuple[str, ...] = ("model", "ema_model", "imnet_model"),
+    classwise: bool = True,
+    config: str | None = None,
+) -> dict:
+    """An HRDA / MIC(HRDA) ``latest.pth`` dict; ``config``: the text of ``meta['config']``
+    (None: no config in the meta)."""
+    state = {}
+    for i, net in enumerate(networks):
+        state.update({f"{net}.{k}": v for k, v in fake_hrda_network(i, classwise).items()})
+    meta = {"iter": 40000, "mmcv_version": "1.3.7"}
+    if config is not None:
+        meta["config"] = config
+    return {"meta": meta, "state_dict": state, "optimizer": {}}
 
 
 # ----------------------------------------------------------------------------- reference forward
@@ -216,3 +316,64 @@ def dlv2_head_forward(sd: dict, feats: list[torch.Tensor], dilations=(6, 12)) ->
         y = F.conv2d(x, sd[f"{p}.weight"], sd[f"{p}.bias"], padding=d, dilation=d)
         out = y if out is None else out + y
     return out
+
+
+def _part(sd: dict, prefix: str) -> dict:
+    """The ``prefix`` part of an HRDA network as a single head's ``decode_head.*`` weights."""
+    return {"decode_head." + k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
+
+
+def _resize(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """mmseg ``resize(scale_factor=...)``, bilinear, ``align_corners=False``."""
+    return F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+
+
+def hrda_forward(
+    sd: dict,
+    x: torch.Tensor,
+    num_heads: tuple[int, ...],
+    scales=(1, 0.5),
+    crop=(32, 32),
+    slide: bool = True,
+    overlapping: bool = True,
+    output_stride: int = 4,
+) -> torch.Tensor:
+    """HRDAEncoderDecoder test forward before the final resize (``encode_decode`` without it):
+    LR = the DAFormer head on the image resized by the small scale; HR = the head over sliding
+    windows of ``crop`` (stride half of it when ``overlapping``; all windows in one batch; the
+    logits pasted at window / output stride and averaged) on the image at the large scale;
+    ``a = sigmoid(scale attention(LR features))``; fused = up(a)·HR + up((1 − a)·LR)."""
+    lr_scale, hr_scale = sorted(scales)
+    seg, att = _part(sd, "decode_head.head."), _part(sd, "decode_head.scale_attention.")
+    backbone = {k: v for k, v in sd.items() if k.startswith("backbone.")}
+
+    def head(img):
+        return daformer_head_forward(seg, mit_forward(backbone, img, num_heads))
+
+    lr_img = x if lr_scale == 1 else _resize(x, lr_scale)
+    lr_feats = mit_forward(backbone, lr_img, num_heads)
+    lr = daformer_head_forward(seg, lr_feats)
+    hr_img = x if hr_scale == 1 else _resize(x, hr_scale)
+    if slide:
+        ch, cw = crop
+        sh, sw = (ch // 2, cw // 2) if overlapping else (ch, cw)
+        b, _, h, w = hr_img.shape
+        boxes = []
+        for i in range(max(h - ch + sh - 1, 0) // sh + 1):
+            for j in range(max(w - cw + sw - 1, 0) // sw + 1):
+                y2, x2 = min(i * sh + ch, h), min(j * sw + cw, w)
+                boxes.append((max(y2 - ch, 0), y2, max(x2 - cw, 0), x2))
+        logits = head(torch.cat([hr_img[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in boxes]))
+        boxes = [tuple(int(v / output_stride) for v in box) for box in boxes]
+        hh, ww = max(bx[1] for bx in boxes), max(bx[3] for bx in boxes)
+        hr = torch.zeros(b, logits.shape[1], hh, ww)
+        count = torch.zeros(b, 1, hh, ww)
+        for k, (y1, y2, x1, x2) in enumerate(boxes):
+            hr += F.pad(logits[k * b : (k + 1) * b], (x1, ww - x2, y1, hh - y2))
+            count[:, :, y1:y2, x1:x2] += 1
+        hr = hr / count
+    else:
+        hr = head(hr_img)
+    a = torch.sigmoid(daformer_conv1_head_forward(att, lr_feats))
+    ratio = hr_scale / lr_scale
+    return _resize(a, ratio) * hr + _resize((1 - a) * lr, ratio)

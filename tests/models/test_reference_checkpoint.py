@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fractions
 import importlib.util
+import logging
 import subprocess
 import sys
 
@@ -21,7 +22,11 @@ from reference_fakes import (
     daformer_head_forward,
     dlv2_head_forward,
     fake_checkpoint,
+    fake_hrda_checkpoint,
+    fake_hrda_network,
     fake_network,
+    hrda_config_text,
+    hrda_forward,
     layout,
     mit_forward,
     save_fake,
@@ -33,6 +38,7 @@ from duda.loading import load_inference_model
 from duda.models import build_model, count_parameters
 from duda.models import reference_checkpoint as rc
 from duda.models.factory import RECIPES
+from duda.models.hrda import HRDAModel, MultiResSpec, build_attention_head, build_hrda_model
 
 TINY_HEADS = (1, 1, 2, 4)  # num_heads of daformer_mit_tiny / segformer_mit_tiny (not in the weights)
 
@@ -214,15 +220,6 @@ def test_deeplabv2_resnet_v1c_checkpoint():
 # ----------------------------------------------------------------------------- errors
 
 
-def test_hrda_checkpoint_is_refused_naming_its_keys(tmp_path):
-    path = save_fake(tmp_path / "hrda" / "latest.pth", "hrda_daformer_mit_tiny")
-    with pytest.raises(CheckpointError) as err:
-        load_inference_model(path)
-    msg = str(err.value)
-    assert "HRDA" in msg and "not supported" in msg and str(path) in msg
-    assert "decode_head.scale_attention.embed_layers" in msg and "decode_head.head.fuse_layer" in msg
-
-
 def test_unknown_head_and_backbone_are_named():
     net = fake_network("daformer_mit_tiny")
     isa = {k: v for k, v in net.items() if not k.startswith("decode_head.fuse_layer")}
@@ -325,3 +322,202 @@ def test_convert_writes_a_deploy_folder_that_predicts_the_same(tmp_path):
     assert deployed.resize == (1024, 512) and deployed.classes[0] == "road"
     info = (tmp_path / "deploy" / "model.json").read_text()
     assert '"network": "ema_model"' in info and "latest.pth" in info
+
+
+# ----------------------------------------------------------------------------- HRDA, MIC(HRDA)
+
+TINY_HRDA = MultiResSpec(hr_crop_size=(32, 32), attention_channels=16)  # hrda_config_text() + weights
+
+
+class _Warnings(logging.Handler):
+    """Collects the ``duda`` logger's warnings (whatever its propagation after a CLI test)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def duda_warnings():
+    handler = _Warnings()
+    logging.getLogger("duda").addHandler(handler)
+    yield handler.messages
+    logging.getLogger("duda").removeHandler(handler)
+
+
+def test_hrda_checkpoint_is_recognised_with_its_config_settings():
+    ckpt = fake_hrda_checkpoint(config=hrda_config_text())
+    net = rc.network_state(ckpt["state_dict"], "teacher", "x")
+    arch = rc.infer_architecture(net, "x", meta=ckpt["meta"])
+    assert (arch.name, arch.num_classes, arch.overrides) == ("daformer_mit_tiny", 19, {})
+    assert MultiResSpec.from_dict(arch.hrda) == TINY_HRDA and not arch.warnings
+    assert "HRDAHead over DAFormerHead (sep-ASPP fusion)" in arch.head and "16 channels" in arch.head
+    assert any("read from meta['config']" in n and "hr_crop_size" in n and "scales" in n for n in arch.notes)
+    assert any("sliding windows of [1024, 1024] every [512, 512]" in n for n in arch.notes)
+    # the look-alike entries of other top-level dicts (data.crop_size, data.scales) are not read
+    assert rc.reference_config_model(ckpt["meta"])["hr_crop_size"] == [32, 32]
+    # every head weight has exactly one place (one converted tensor each), and the whole fits strictly
+    with torch.device("meta"):
+        model = build_hrda_model(build_model("daformer_mit_tiny", num_classes=19), TINY_HRDA)
+    converted = rc.convert_network(net, arch, model, "x")
+    assert sum(k.startswith("head.") for k in converted) == sum(k.startswith("decode_head.") for k in net)
+    rc.check_fits(model.state_dict(), converted, "x")
+    assert any(k.startswith("head.attention.fuse.0.") for k in converted)
+
+
+@pytest.mark.parametrize("classwise", [True, False])
+@pytest.mark.parametrize("slide", [True, False])
+def test_hrda_checkpoint_computes_what_the_reference_computes(classwise, slide):
+    config = hrda_config_text(attention_classwise=classwise, hr_slide_inference=slide)
+    ckpt = fake_hrda_checkpoint(networks=("model",), classwise=classwise, config=config)
+    loaded = rc.reference_inference_model(ckpt, "latest.pth", "student")
+    model = loaded.model
+    assert isinstance(model, HRDAModel) and loaded.model_name == "daformer_mit_tiny"
+    assert model.mr.attention_classwise is classwise and model.mr.hr_slide_inference is slide
+    assert loaded.resize == (2048, 1024) and loaded.spec["hrda"] == model.mr.to_dict()
+    net = rc.network_state(ckpt["state_dict"], "model", "x")
+    x = torch.randn(2, 3, 64, 96)  # 64x96 at crop 32: 3x5 overlapping detail windows
+    with torch.no_grad():
+        ours = model(x)
+        ref = hrda_forward(net, x, TINY_HEADS, crop=(32, 32), slide=slide)
+    assert ours.shape == ref.shape == (2, 19, 16, 24)
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_hrda_model_equals_a_directly_built_one_with_the_same_weights():
+    ckpt = fake_hrda_checkpoint(networks=("model",), config=hrda_config_text())
+    loaded = rc.reference_inference_model(ckpt, "latest.pth").model
+    # the single-scale path (checked against the reference above) on backbone.* + decode_head.head.*
+    net = rc.network_state(ckpt["state_dict"], "model", "x")
+    plain = {
+        k.replace("decode_head.head.", "decode_head."): v
+        for k, v in net.items()
+        if "scale_attention" not in k
+    }
+    base, _ = rc.build_reference_model(plain, "plain")
+    attention = build_attention_head(base, 19, 16)
+    attention.load_state_dict(loaded.head.attention.state_dict())
+    direct = build_hrda_model(base, TINY_HRDA, attention_head=attention).eval()
+    assert direct.state_dict().keys() == loaded.state_dict().keys()
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in direct.state_dict().items())
+    assert torch.equal(
+        loaded.state_dict()["head.attention.classifier.weight"],
+        net["decode_head.scale_attention.conv_seg.weight"],
+    )
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(direct(x), loaded(x))
+
+
+def test_hrda_without_config_assumes_the_published_settings_and_warns(tmp_path, duda_warnings):
+    path = tmp_path / "run" / "latest.pth"
+    path.parent.mkdir()
+    torch.save(fake_hrda_checkpoint(), path)
+    loaded = load_inference_model(path.parent, which="teacher")
+    assert isinstance(loaded.model, HRDAModel)
+    assert loaded.model.mr == MultiResSpec(attention_channels=16)  # published, + what the weights show
+    assert any("[ema_model]" in m and "published GTA->Cityscapes HRDA settings" in m for m in duda_warnings)
+    # a bare (un-prefixed) HRDA segmentor is network "model"
+    net = fake_hrda_network()
+    bare = {"meta": {"config": hrda_config_text()}, "state_dict": net}
+    assert rc.is_reference_checkpoint(bare) and rc.reference_networks(net) == ["model"]
+    model = rc.reference_inference_model(bare, "plain.pth").model
+    assert model.mr == TINY_HRDA and torch.equal(
+        model.state_dict()["head.seg.classifier.weight"], net["decode_head.head.conv_seg.weight"]
+    )
+
+
+def test_hrda_missing_and_extra_keys_are_named():
+    ckpt = fake_hrda_checkpoint(networks=("model",))
+    del ckpt["state_dict"]["model.decode_head.scale_attention.fuse_layer.bn.running_var"]
+    with pytest.raises(CheckpointError, match=r"missing: head\.attention\.fuse\.1\.running_var"):
+        rc.reference_inference_model(ckpt, "latest.pth")
+    ckpt = fake_hrda_checkpoint(networks=("model",))
+    ckpt["state_dict"]["model.decode_head.scale_attention.fuse_layer.extra.weight"] = torch.zeros(1)
+    with pytest.raises(
+        CheckpointError,
+        match=r"no place in HRDA daformer_mit_tiny: decode_head\.scale_attention\.fuse_layer\.extra\.weight",
+    ):
+        rc.reference_inference_model(ckpt, "latest.pth")
+    ckpt = fake_hrda_checkpoint(networks=("model",))
+    ckpt["state_dict"]["model.decode_head.conv_seg.weight"] = torch.zeros(19, 32, 1, 1)  # HRDAHead deletes it
+    with pytest.raises(
+        CheckpointError, match=r"outside decode_head\.head\.\* .*: decode_head\.conv_seg\.weight"
+    ):
+        rc.reference_inference_model(ckpt, "latest.pth")
+    ckpt = fake_hrda_checkpoint(networks=("model",))
+    del ckpt["state_dict"]["model.decode_head.scale_attention.fuse_layer.conv.weight"]
+    with pytest.raises(
+        CheckpointError, match=r"without decode_head\.scale_attention\.fuse_layer\.conv\.weight"
+    ):
+        rc.reference_inference_model(ckpt, "latest.pth")
+
+
+def test_hrda_config_is_read_as_data_never_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sneaky = hrda_config_text(extra_model=",\n    blur_hr_crop=__import__('pathlib').Path('ran').touch()")
+    ckpt = fake_hrda_checkpoint(networks=("model",), config=sneaky)
+    arch = rc.infer_architecture(rc.network_state(ckpt["state_dict"], "model", "x"), "x", meta=ckpt["meta"])
+    assert not (tmp_path / "ran").exists()
+    assert any("['blur_hr_crop'] not plain data" in w for w in arch.warnings)
+    assert MultiResSpec.from_dict(arch.hrda) == TINY_HRDA  # the rest is still read
+    broken = fake_hrda_checkpoint(networks=("model",), config="model = dict(type='HRDAEncoderDecoder'")
+    arch = rc.infer_architecture(
+        rc.network_state(broken["state_dict"], "model", "x"), "x", meta=broken["meta"]
+    )
+    assert MultiResSpec.from_dict(arch.hrda) == MultiResSpec(attention_channels=16) and arch.warnings
+    odd = fake_hrda_checkpoint(networks=("model",), config=hrda_config_text(scales=(2, 1)))
+    with pytest.raises(
+        CheckpointError, match=r"x: the HRDA settings of meta\['config'\].*detail scale must be 1"
+    ):
+        rc.infer_architecture(rc.network_state(odd["state_dict"], "model", "x"), "x", meta=odd["meta"])
+
+
+def test_hrda_fixed_attention_comes_from_the_config():
+    ckpt = fake_hrda_checkpoint(networks=("model",))
+    ckpt["state_dict"] = {k: v for k, v in ckpt["state_dict"].items() if "scale_attention" not in k}
+    with pytest.raises(CheckpointError, match="without a scale-attention head.*fixed_attention"):
+        rc.reference_inference_model(ckpt, "latest.pth")
+    ckpt["meta"]["config"] = hrda_config_text(extra_head=",\n        fixed_attention=0.5")
+    model = rc.reference_inference_model(ckpt, "latest.pth").model
+    assert model.head.attention is None and model.mr.fixed_attention == 0.5
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 64)).shape == (1, 19, 16, 16)
+
+
+def test_hrda_convert_round_trip(tmp_path):
+    path = tmp_path / "latest.pth"
+    torch.save(fake_hrda_checkpoint(config=hrda_config_text()), path)
+    result = rc.convert_reference_checkpoint(path, tmp_path / "deploy", network="teacher")
+    assert result.arch.hrda is not None and any("read from meta['config']" in n for n in result.notes)
+    deployed = load_inference_model(tmp_path / "deploy")
+    direct = load_inference_model(path, which="teacher")
+    assert isinstance(deployed.model, HRDAModel) and deployed.model.mr == TINY_HRDA
+    assert deployed.spec == direct.spec and deployed.resize == (2048, 1024)
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        assert torch.equal(deployed.model(x), direct.model(x))
+
+
+@pytest.mark.skipif("deeplabv2red_r_tiny" not in RECIPES, reason="needs the deeplabv2red_* models")
+def test_hrda_over_deeplabv2_maps_both_aspp_classifiers():
+    seg, att = fake_network("deeplabv2red_r_tiny", seed=0), fake_network("deeplabv2red_r_tiny", seed=1)
+    net = {k: v for k, v in seg.items() if k.startswith("backbone.")}
+    net |= {k.replace("decode_head.", "decode_head.head."): v for k, v in seg.items() if "decode_head" in k}
+    net |= {
+        k.replace("decode_head.", "decode_head.scale_attention."): v
+        for k, v in att.items()
+        if "decode_head" in k
+    }
+    model, arch = rc.build_reference_model(net, "dl", meta={"config": hrda_config_text()})
+    assert isinstance(model, HRDAModel) and "HRDAHead over DLV2Head" in arch.head
+    state = model.state_dict()
+    assert torch.equal(
+        state["head.attention.branches.1.weight"], att["decode_head.aspp_modules.1.conv.weight"]
+    )
+    assert torch.equal(state["head.seg.branches.0.bias"], seg["decode_head.aspp_modules.0.conv.bias"])
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 64)).shape == (1, 19, 8, 8)  # output stride 8

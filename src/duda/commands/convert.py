@@ -17,7 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "names, classes from the classifier) and write model.safetensors + model.json, which "
             "`duda eval`, `duda predict`, `duda export` and DUDA's method.duda.teachers accept. Class "
             "names and palette come from the checkpoint's meta (CLASSES, PALETTE) when usable, else the "
-            "Cityscapes 19 classes are assumed (printed as a note). HRDA checkpoints are not supported."
+            "Cityscapes 19 classes are assumed (printed as a note). HRDA / MIC(HRDA) checkpoints become an "
+            "HRDA model (multi-resolution settings from the checkpoint's config text, else the published "
+            "ones)."
         ),
     )
     p.add_argument("checkpoint", metavar="CKPT", help="mmseg checkpoint (latest.pth) or a folder holding one")
@@ -41,18 +43,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         nargs=2,
         metavar=("W", "H"),
         default=None,
-        help="test scale (W H, keep-ratio) stored for `duda predict` (default: 1024 512, the "
-        "reference's Cityscapes test scale)",
+        help="test scale (W H, keep-ratio) stored for `duda predict` (default: the reference's "
+        "Cityscapes test scale, 1024 512; 2048 1024 for HRDA)",
     )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from duda.errors import DudaError
-    from duda.models.reference_checkpoint import REFERENCE_TEST_SCALE, convert_reference_checkpoint
+    from duda.models.reference_checkpoint import convert_reference_checkpoint
 
-    resize = tuple(args.resize) if args.resize else REFERENCE_TEST_SCALE
-    if min(resize) <= 0:
+    resize = tuple(args.resize) if args.resize else "reference"  # the recognised model's (HRDA: 2048 1024)
+    if args.resize and min(resize) <= 0:
         raise DudaError(f"--resize must be two positive integers, got {args.resize}")
     result = convert_reference_checkpoint(
         args.checkpoint, args.out, network=args.network, model_name=args.model_name, resize=resize

@@ -20,10 +20,19 @@ Supported architectures (the layout follows the reference module names):
 - ``DLV2Head`` on ``ResNetV1c`` (DAFormer's ``deeplabv2red``): only when this installation has the
   ``deeplabv2red_r101`` model; the backbone keys go through
   :func:`duda.models.pretrained.resnet_checkpoint_to_backbone`.
+- HRDA and MIC(HRDA) (``HRDAEncoderDecoder`` + ``HRDAHead``): ``decode_head.head.*`` is the
+  single-scale head (any of the above that the reference's HRDAHead takes: DAFormerHead or
+  DLV2Head), ``decode_head.scale_attention.*`` the scale-attention head (for DAFormerHead the same
+  embeddings, ``attention_embed_dim`` wide, with a 1x1 conv fusion) -> our
+  :class:`~duda.models.hrda.HRDAModel` (``head.seg.*``, ``head.attention.*``). What its weights show
+  (class-wise attention or one map, the attention width) is taken from them; the multi-resolution
+  settings (``scales``, ``hr_crop_size``, ``hr_slide_inference``, ...) from the mmcv config text in
+  ``meta['config']`` when it is there (parsed with :mod:`ast` as data, never executed), else the
+  published GTA->Cityscapes HRDA settings (:class:`~duda.models.hrda.MultiResSpec` defaults), with a
+  warning.
 
-Not supported, with an error naming the keys: HRDA (``decode_head.head.*`` +
-``decode_head.scale_attention.*``; HRDA and MIC(HRDA) checkpoints), ASPP fusions with image pooling
-or non-separable 3x3 branches, other heads and backbones.
+Not supported, with an error naming the keys: ASPP fusions with image pooling or non-separable 3x3
+branches, other heads and backbones.
 
 What the weights do not store is assumed from the published configs and reported as a note:
 the ASPP dilations (1, 6, 12, 18) for 4 branches, DeepLabV2's (6, 12) / (6, 12, 18, 24), the MiT
@@ -32,6 +41,7 @@ attention heads (those of the recognised variant), normalisation (ImageNet mean/
 
 from __future__ import annotations
 
+import ast
 import os
 import pickle
 import re
@@ -45,6 +55,7 @@ import torch
 from torch import nn
 
 from duda.errors import CheckpointError, ConfigError
+from duda.log import logger
 from duda.models.pretrained import state_mismatches
 
 # Networks of a UDA checkpoint and the names a user may give them.
@@ -60,6 +71,8 @@ NETWORK_ALIASES = {
 }
 # The reference's Cityscapes test scale (W, H), keep-ratio: stored in converted deploy folders.
 REFERENCE_TEST_SCALE = (1024, 512)
+# HRDA's (the high-resolution Cityscapes pipeline, uda_gtaHR_to_cityscapesHR_1024x1024.py).
+HRDA_TEST_SCALE = (2048, 1024)
 _ASPP_DILATIONS = {4: (1, 6, 12, 18)}  # DAFormer's sep-ASPP, by number of branches
 _DLV2_DILATIONS = {2: (6, 12), 4: (6, 12, 18, 24)}  # deeplabv2red / deeplabv2
 
@@ -217,9 +230,16 @@ class ReferenceArch:
     head_kind: str = ""  # our head type: daformer | segformer | deeplabv2
     segformer_order: str = ""  # DAFormerHead(conv1) / SegFormerHead: fused channels reordered
     notes: list[str] = field(default_factory=list)
+    #: HRDA: the MultiResSpec fields (``MultiResSpec.to_dict()``) of the HRDAModel; None: plain
+    hrda: dict[str, Any] | None = None
+    #: HRDA: notes that deserve a warning where they are not printed (settings assumed, not read)
+    warnings: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         extra = f" {self.overrides}" if self.overrides else ""
+        if self.hrda is not None:
+            mr = self.hrda
+            extra += f" in HRDA (scales {tuple(mr['scales'])}, hr_crop_size {tuple(mr['hr_crop_size'])})"
         return f"{self.name}{extra} ({self.backbone} + {self.head}, {self.num_classes} classes)"
 
 
@@ -274,14 +294,6 @@ def _head_fields(head: dict, source: str) -> tuple[str, dict[str, Any], int, str
     """(our head kind, head fields, num_classes, description, concat order, notes) of a decode head."""
     keys = sorted(head)
     notes: list[str] = []
-    if any(k.startswith(("head.", "scale_attention.")) for k in keys):
-        seen = sorted({".".join(k.split(".")[:2]) for k in keys})
-        raise CheckpointError(
-            f"{source}: an HRDA checkpoint (multi-resolution decode head with a learned scale attention; "
-            f"decode_head keys seen: {_listing(f'decode_head.{k}' for k in seen)}). HRDA (and MIC on "
-            "HRDA) is not supported yet: this project has no scale-attention head. DAFormer, MIC(DAFormer) "
-            "and DAFormer-repository SegFormer checkpoints are."
-        )
     if "embed_layers.0.proj.weight" in head:
         embeds = _indices(head, r"embed_layers\.(\d+)\.proj\.weight$")
         dims = {_shape(head, f"embed_layers.{i}.proj.weight")[0] for i in embeds}
@@ -365,14 +377,295 @@ def _head_fields(head: dict, source: str) -> tuple[str, dict[str, Any], int, str
     )
 
 
+# ----------------------------------------------------------------------------- HRDA
+
+_HRDA_PARTS = ("head.", "scale_attention.")
+# MultiResSpec fields read from the config's ``model = dict(...)``: those the inference form uses
+# (a value our model cannot take is an error) and training-only ones (such a value is ignored)
+_HRDA_INFERENCE_FIELDS = (
+    "scales",
+    "hr_crop_size",
+    "hr_slide_inference",
+    "hr_slide_overlapping",
+    "blur_hr_crop",
+)
+_HRDA_TRAINING_FIELDS = ("crop_coord_divisible", "feature_scale")
+_HRDA_HEAD_FIELDS = ("hr_loss_weight", "lr_loss_weight")  # of model.decode_head (HRDAHead)
+_UNREADABLE = object()  # a config value that is not plain data
+
+
+def is_hrda_head(head: dict) -> bool:
+    """True for the ``decode_head.*`` weights (prefix removed) of the reference's ``HRDAHead``."""
+    return any(isinstance(k, str) and k.startswith(_HRDA_PARTS) for k in head)
+
+
+def split_hrda_head(head: dict[str, torch.Tensor], source: str) -> tuple[dict, dict]:
+    """(single-scale head, scale-attention head) of an ``HRDAHead``'s weights, prefixes removed.
+
+    The attention part is empty for a fixed attention (``fixed_attention``: no module).
+    """
+    seg = {k[len("head.") :]: v for k, v in head.items() if k.startswith("head.")}
+    att = {k[len("scale_attention.") :]: v for k, v in head.items() if k.startswith("scale_attention.")}
+    stray = sorted(k for k in head if not k.startswith(_HRDA_PARTS))
+    if stray:
+        raise CheckpointError(
+            f"{source}: an HRDA decode head with keys outside decode_head.head.* and "
+            f"decode_head.scale_attention.*: {_listing(f'decode_head.{k}' for k in stray)}"
+        )
+    if not seg:
+        raise CheckpointError(
+            f"{source}: an HRDA decode head without its segmentation head (decode_head.head.*); it has "
+            f"{_listing(f'decode_head.{k}' for k in sorted(head))}"
+        )
+    return seg, att
+
+
+def _attention_fields(
+    att: dict[str, torch.Tensor],
+    kind: str,
+    order: str,
+    seg_fields: dict[str, Any],
+    num_classes: int,
+    levels: int,
+    source: str,
+) -> tuple[dict[str, Any], str]:
+    """MultiResSpec fields the scale-attention weights show, and the attention head in words.
+
+    ``attention_classwise`` (K outputs, or 1) and ``attention_channels`` (its width where it
+    differs from the segmentation head's). The reference builds it from the single-scale head's
+    config: a DAFormerHead ``attention_embed_dim`` wide whose sep-ASPP fusion becomes a 1x1
+    ConvModule, or a second DLV2Head.
+    """
+    where = "decode_head.scale_attention"
+    width = None
+    if kind == "deeplabv2":
+        branches = _indices(att, r"aspp_modules\.(\d+)\.conv\.weight$")
+        if len(branches) != len(seg_fields["head_dilations"]):
+            raise CheckpointError(
+                f"{source}: HRDA scale attention with {len(branches)} DLV2 branches "
+                f"({where}.aspp_modules.*); the segmentation head has {len(seg_fields['head_dilations'])}"
+            )
+        out = _shape(att, "aspp_modules.0.conv.weight")[0]
+        desc = "DLV2Head"
+    elif order != "linear_fuse":  # DAFormerHead: sep-ASPP (our daformer) or 1x1 conv (our segformer)
+        needed = [f"embed_layers.{i}.proj.weight" for i in range(levels)]
+        needed += ["fuse_layer.conv.weight", "fuse_layer.bn.weight", "conv_seg.weight"]
+        missing = [k for k in needed if k not in att]
+        if missing:
+            raise CheckpointError(
+                f"{source}: HRDA scale attention (a DAFormerHead with a 1x1 conv fusion) without "
+                f"{_listing(f'{where}.{k}' for k in missing)}"
+            )
+        width = _shape(att, "embed_layers.0.proj.weight")[0]
+        out, channels = _shape(att, "conv_seg.weight")[:2]
+        fuse = _shape(att, "fuse_layer.conv.weight")
+        if channels != width or fuse != (width, width * levels, 1, 1):
+            raise CheckpointError(
+                f"{source}: HRDA scale attention with embed width {width}, fusion conv {fuse} "
+                f"({where}.fuse_layer.conv.weight) and {channels} classifier inputs; expected one width "
+                "and a 1x1 fusion over the concatenated levels (the reference's attention_embed_dim)"
+            )
+        desc = f"DAFormerHead (1x1 conv fusion, {width} channels)"
+    else:
+        raise CheckpointError(
+            f"{source}: an HRDA decode head over a SegFormerHead (decode_head.head.linear_c.*); the "
+            "reference's HRDAHead takes a DAFormerHead or a DLV2Head"
+        )
+    if out not in (1, num_classes):
+        raise CheckpointError(
+            f"{source}: HRDA scale attention with {out} outputs; expected 1 or one per class ({num_classes})"
+        )
+    fields: dict[str, Any] = {"attention_classwise": out == num_classes and num_classes > 1}
+    if width is not None and width != seg_fields.get("head_channels"):
+        fields["attention_channels"] = width
+    return fields, desc
+
+
+def _config_value(node: ast.AST) -> Any:
+    """Plain data of a config expression (literals; ``dict(k=v)``, lists, tuples and dicts of
+    them), else ``_UNREADABLE``. Nothing is evaluated: the syntax tree is only read."""
+    if isinstance(node, ast.Call):
+        if not isinstance(node.func, ast.Name) or node.func.id != "dict" or node.args:
+            return _UNREADABLE
+        if any(kw.arg is None for kw in node.keywords):
+            return _UNREADABLE
+        return {kw.arg: _config_value(kw.value) for kw in node.keywords}
+    if isinstance(node, (ast.List, ast.Tuple)):
+        items = [_config_value(e) for e in node.elts]
+        if any(i is _UNREADABLE for i in items):
+            return _UNREADABLE
+        return items if isinstance(node, ast.List) else tuple(items)
+    if isinstance(node, ast.Dict):
+        keys = [_config_value(k) if k is not None else _UNREADABLE for k in node.keys]
+        if not all(isinstance(k, str) for k in keys):
+            return _UNREADABLE
+        return {k: _config_value(v) for k, v in zip(keys, node.values, strict=True)}
+    try:
+        return ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return _UNREADABLE
+
+
+def reference_config_model(meta: Any) -> dict[str, Any] | None:
+    """The ``model = dict(...)`` of the mmcv config text in ``meta['config']`` as plain data.
+
+    mmseg's ``train.py`` stores the merged config there (``cfg.pretty_text``: Python source).
+    It is parsed with :func:`ast.parse` and read as data; nothing in it is executed. Values that
+    are not plain data are ``_UNREADABLE``. None without a config text or a ``model`` dict.
+    """
+    text = meta.get("config") if isinstance(meta, dict) else None
+    if not isinstance(text, str):
+        return None
+    try:
+        tree = ast.parse(text, mode="exec")
+        model = None
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "model" for t in node.targets
+            ):
+                model = _config_value(node.value)
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return None
+    return model if isinstance(model, dict) else None
+
+
+def _as_scales(value: Any) -> Any:
+    """The reference sorts ``scales`` ([1, 0.5] -> (0.5, 1.0)); others pass to the validation."""
+    if isinstance(value, (list, tuple)) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+    ):
+        return tuple(sorted(float(v) for v in value))
+    return value
+
+
+def hrda_settings(
+    meta: Any, from_weights: dict[str, Any], source: str
+) -> tuple[dict[str, Any], list[str], list[str]]:
+    """The MultiResSpec of an HRDA checkpoint: ``(fields as MultiResSpec.to_dict(), notes, warnings)``.
+
+    ``from_weights`` (attention_classwise, attention_channels; nothing with a fixed attention) wins;
+    the rest comes from the ``model`` of ``meta['config']`` (:func:`reference_config_model`):
+    ``scales`` (sorted, as the reference does), ``hr_crop_size``, ``hr_slide_inference``,
+    ``hr_slide_overlapping``, ``blur_hr_crop``, ``crop_coord_divisible``, ``feature_scale`` and the
+    head's ``hr_loss_weight``, ``lr_loss_weight``, ``fixed_attention``. A field the config does not
+    set keeps the published GTA->Cityscapes value (MultiResSpec default). Without such a config
+    every field is that default and the warnings say so.
+    """
+    from duda.models.hrda import MultiResSpec
+
+    notes: list[str] = []
+    warns: list[str] = []
+    cfg = reference_config_model(meta)
+    if cfg is not None and cfg.get("type") != "HRDAEncoderDecoder":
+        warns.append(
+            f"meta['config'] describes a model of type {cfg.get('type')!r}, not HRDAEncoderDecoder: "
+            "its settings are not used"
+        )
+        cfg = None
+    found: dict[str, Any] = {}
+    if cfg is None:
+        defaults = MultiResSpec()
+        warns.append(
+            "no HRDA settings in the checkpoint (meta['config']): the published GTA->Cityscapes HRDA "
+            f"settings are assumed (scales {defaults.scales}, hr_crop_size {defaults.hr_crop_size}, "
+            f"hr_slide_inference {defaults.hr_slide_inference}, hr_slide_overlapping "
+            f"{defaults.hr_slide_overlapping})"
+        )
+    else:
+        head = cfg.get("decode_head") if isinstance(cfg.get("decode_head"), dict) else {}
+        for name in (*_HRDA_INFERENCE_FIELDS, *_HRDA_TRAINING_FIELDS):
+            if name in cfg:
+                found[name] = cfg[name]
+        for name in (*_HRDA_HEAD_FIELDS, "fixed_attention"):
+            if name in head:
+                found[name] = head[name]
+        unreadable = sorted(k for k, v in found.items() if v is _UNREADABLE)
+        if unreadable:
+            warns.append(f"meta['config']: {unreadable} not plain data; published defaults kept")
+        found = {k: v for k, v in found.items() if v is not _UNREADABLE}
+        if "scales" in found:
+            found["scales"] = _as_scales(found["scales"])
+        if isinstance(found.get("hr_crop_size"), list):
+            found["hr_crop_size"] = tuple(found["hr_crop_size"])
+        if "hr_crop_size" in found and found["hr_crop_size"] is None:
+            del found["hr_crop_size"]
+            notes.append("meta['config'] has hr_crop_size None (no detail crop): the default window kept")
+        said = head.get("attention_classwise")
+        if isinstance(said, bool) and said != from_weights.get("attention_classwise", said):
+            has = "one map per class" if from_weights["attention_classwise"] else "one map"
+            warns.append(
+                f"meta['config'] says attention_classwise={said} but the attention weights have {has}: "
+                "the weights are followed"
+            )
+        test_cfg = cfg.get("test_cfg") if isinstance(cfg.get("test_cfg"), dict) else {}
+        if test_cfg.get("mode") == "slide":
+            notes.append(
+                f"the reference evaluates this model with sliding windows of {test_cfg.get('crop_size')} "
+                f"every {test_cfg.get('stride')} (here: train.eval_mode slide, train.eval_crop, "
+                "train.eval_stride)"
+            )
+
+    # the inference fields must fit (an error), the training-only ones may be dropped (a note)
+    fields = {k: found[k] for k in _HRDA_INFERENCE_FIELDS if k in found}
+    lr_scale = fields["scales"][0] if isinstance(fields.get("scales"), tuple) and fields["scales"] else 0.5
+    try:
+        MultiResSpec(**fields, feature_scale=lr_scale)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{source}: the HRDA settings of meta['config'] ({fields}) do not fit this project's HRDA "
+            f"model: {exc}"
+        ) from None
+    fields["feature_scale"] = lr_scale
+    fixed = found.pop("fixed_attention", None)
+    if from_weights:
+        if fixed is not None:
+            warns.append(
+                f"meta['config'] sets fixed_attention={fixed!r} but the checkpoint has a scale-attention "
+                "head: the learned attention is used"
+            )
+        fields.update(from_weights)
+    elif fixed is None:
+        raise CheckpointError(
+            f"{source}: an HRDA checkpoint without a scale-attention head (decode_head.scale_attention.*) "
+            "and without fixed_attention in meta['config']; the constant attention is not in the weights"
+        )
+    else:
+        fields["fixed_attention"] = fixed
+    for name in (*_HRDA_TRAINING_FIELDS, *_HRDA_HEAD_FIELDS):
+        if name not in found:
+            continue
+        try:
+            MultiResSpec(**{**fields, name: found[name]})
+        except (TypeError, ValueError) as exc:
+            notes.append(f"meta['config'] {name}={found[name]!r} ignored (training only; {exc})")
+            continue
+        fields[name] = found[name]
+    try:
+        spec = MultiResSpec(**fields)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{source}: HRDA settings {fields}: {exc}") from None
+    if cfg is not None:
+        read = sorted(k for k in found if k in fields and fields[k] == found[k])
+        kept = sorted(
+            k for k in (*_HRDA_INFERENCE_FIELDS, *_HRDA_TRAINING_FIELDS, *_HRDA_HEAD_FIELDS) if k not in found
+        )
+        notes.append(f"HRDA settings read from meta['config']: {', '.join(read) or 'none'}")
+        if kept:
+            notes.append(f"not in meta['config'], published defaults kept: {', '.join(kept)}")
+    return spec.to_dict(), notes, warns
+
+
 def infer_architecture(
-    net: dict[str, torch.Tensor], source: str, model_name: str | None = None
+    net: dict[str, torch.Tensor], source: str, model_name: str | None = None, meta: Any = None
 ) -> ReferenceArch:
     """Our model name, class count and overrides for a reference network's weights.
 
     With ``model_name`` that recipe is used and only the fields visible in the weights that differ
     from it become overrides; without, the recipe is searched: same backbone family and head type,
     same stage widths and depths (MiT attention heads are not in the weights), fewest overrides.
+    An HRDA decode head (``decode_head.head.*`` + ``decode_head.scale_attention.*``) is recognised
+    from its single-scale head; ``arch.hrda`` then holds the multi-resolution settings
+    (:func:`hrda_settings`, read from ``meta['config']`` where it has them).
     """
     from duda.models.factory import RECIPES, allowed_overrides
 
@@ -383,7 +676,22 @@ def infer_architecture(
         raise CheckpointError(f"{source}: unexpected parts {others} beside backbone and decode_head")
     if not bb or not head:
         raise CheckpointError(f"{source}: expected backbone.* and decode_head.* weights")
-    kind, head_fields, num_classes, head_desc, order, notes = _head_fields(head, source)
+    hrda_parts = split_hrda_head(head, source) if is_hrda_head(head) else None
+    seg_head = hrda_parts[0] if hrda_parts else head
+    kind, head_fields, num_classes, head_desc, order, notes = _head_fields(seg_head, source)
+    hrda, warns = None, []
+    if hrda_parts is not None:
+        seg, att = hrda_parts
+        from_weights: dict[str, Any] = {}
+        att_desc = "fixed (no learned)"
+        if att:
+            levels = len(_indices(seg, r"embed_layers\.(\d+)\.proj\.weight$"))
+            from_weights, att_desc = _attention_fields(
+                att, kind, order, head_fields, num_classes, levels, source
+            )
+        head_desc = f"HRDAHead over {head_desc} with a {att_desc} scale attention"
+        hrda, hrda_notes, warns = hrda_settings(meta, from_weights, source)
+        notes += [*warns, *hrda_notes]
 
     if "patch_embed1.proj.weight" in bb:
         family, fields = "mit", _mit_fields(bb, source)
@@ -457,6 +765,8 @@ def infer_architecture(
         head_kind=kind,
         segformer_order=order,
         notes=notes,
+        hrda=hrda,
+        warnings=warns,
     )
 
 
@@ -515,30 +825,68 @@ _DLV2_RULES: list[_Rule] = [
 ]
 
 
-def _map_head(head: dict[str, torch.Tensor], arch: ReferenceArch, levels: int, source: str) -> dict:
-    if arch.head_kind == "daformer":
-        rules = _DAFORMER_RULES
-    elif arch.head_kind == "deeplabv2":
-        rules = _DLV2_RULES
-    elif arch.segformer_order == "fuse_layer":
-        rules = _DAFORMER_CONV1_RULES
-    else:
-        rules = _SEGFORMER_RULES
-    out, unmapped = {}, []
-    for key, value in head.items():
+def _head_rules(kind: str, order: str) -> list[_Rule]:
+    if kind == "daformer":
+        return _DAFORMER_RULES
+    if kind == "deeplabv2":
+        return _DLV2_RULES
+    return _DAFORMER_CONV1_RULES if order == "fuse_layer" else _SEGFORMER_RULES
+
+
+def _map_part(
+    part: dict[str, torch.Tensor],
+    rules: list[_Rule],
+    out_prefix: str,
+    in_prefix: str,
+    reorder_levels: int,
+    into: str,
+    source: str,
+) -> dict[str, torch.Tensor]:
+    """``part``'s keys (``in_prefix`` removed) through ``rules`` to ``out_prefix``-ed keys; each key
+    goes to one place and no two to the same; unmatched keys are an error naming them. With
+    ``reorder_levels`` the fuse conv's input blocks are reversed (finest-first -> coarsest-first)."""
+    out: dict[str, torch.Tensor] = {}
+    unmapped, twice = [], []
+    for key, value in part.items():
         for pattern, repl, fn in rules:
             if re.fullmatch(pattern, key):
                 if repl:
-                    out["head." + re.sub(pattern, repl, key)] = fn(value) if fn else value
+                    target = out_prefix + re.sub(pattern, repl, key)
+                    if target in out:
+                        twice.append(f"{in_prefix}{key}")
+                    out[target] = fn(value) if fn else value
                 break
         else:
-            unmapped.append(f"decode_head.{key}")
+            unmapped.append(f"{in_prefix}{key}")
     if unmapped:
-        raise CheckpointError(
-            f"{source}: decode head keys with no place in {arch.name}: {_listing(unmapped)}"
+        raise CheckpointError(f"{source}: decode head keys with no place in {into}: {_listing(unmapped)}")
+    if twice:
+        raise CheckpointError(f"{source}: decode head keys mapped twice in {into}: {_listing(twice)}")
+    fuse = f"{out_prefix}fuse.0.weight"
+    if reorder_levels and fuse in out:
+        out[fuse] = _reverse_levels(out[fuse], reorder_levels)
+    return out
+
+
+def _map_head(head: dict[str, torch.Tensor], arch: ReferenceArch, levels: int, source: str) -> dict:
+    """``decode_head.*`` (prefix removed) -> our ``head.*`` keys; for HRDA ``decode_head.head.*`` ->
+    ``head.seg.*`` and ``decode_head.scale_attention.*`` -> ``head.attention.*``."""
+    rules = _head_rules(arch.head_kind, arch.segformer_order)
+    reorder = levels if arch.segformer_order else 0
+    if arch.hrda is None:
+        return _map_part(head, rules, "head.", "decode_head.", reorder, arch.name, source)
+    seg, att = split_hrda_head(head, source)
+    into = f"HRDA {arch.name}"
+    out = _map_part(seg, rules, "head.seg.", "decode_head.head.", reorder, into, source)
+    # our attention head: for a DAFormerHead a DAFormerHead whose fusion is a 1x1 conv (levels
+    # finest first, as the reference); for our SegFormer head a copy of it (coarsest first)
+    att_rules = _DLV2_RULES if arch.head_kind == "deeplabv2" else _DAFORMER_CONV1_RULES
+    att_reorder = levels if arch.head_kind == "segformer" else 0
+    out.update(
+        _map_part(
+            att, att_rules, "head.attention.", "decode_head.scale_attention.", att_reorder, into, source
         )
-    if arch.segformer_order and "head.fuse.0.weight" in out:
-        out["head.fuse.0.weight"] = _reverse_levels(out["head.fuse.0.weight"], levels)
+    )
     return out
 
 
@@ -573,13 +921,17 @@ def load_converted(model: nn.Module, state: dict[str, torch.Tensor], source: str
 
 
 def build_reference_model(
-    net: dict[str, torch.Tensor], source: str, model_name: str | None = None
+    net: dict[str, torch.Tensor], source: str, model_name: str | None = None, meta: Any = None
 ) -> tuple[nn.Module, ReferenceArch]:
-    """Our model with the weights of one reference network, and what it was recognised as."""
-    from duda.models import build_model
+    """Our model with the weights of one reference network, and what it was recognised as
+    (an :class:`~duda.models.hrda.HRDAModel` for an HRDA network)."""
+    from duda.models import build_network
 
-    arch = infer_architecture(net, source, model_name)
-    model = build_model(arch.name, num_classes=arch.num_classes, **arch.overrides)
+    arch = infer_architecture(net, source, model_name, meta)
+    try:
+        model = build_network(arch.name, arch.num_classes, None, arch.overrides, multires=arch.hrda)
+    except ConfigError as exc:
+        raise CheckpointError(f"{source}: holds {arch.describe()}, which does not build: {exc}") from None
     load_converted(model, convert_network(net, arch, model, source), f"{source} as {arch.describe()}")
     return model.eval(), arch
 
@@ -633,7 +985,9 @@ def reference_inference_model(ckpt: dict, path: str | os.PathLike, which: str = 
 
     source = str(path)
     net = network_state(ckpt["state_dict"], which, source)
-    model, arch = build_reference_model(net, f"{source} [{NETWORK_ALIASES[which]}]")
+    where = f"{source} [{NETWORK_ALIASES[which]}]"
+    model, arch = build_reference_model(net, where, meta=ckpt.get("meta"))
+    _warn(arch, where)
     classes, palette, _ = reference_labels(ckpt.get("meta"), arch.num_classes)
     return InferenceModel(
         model=model,
@@ -643,9 +997,19 @@ def reference_inference_model(ckpt: dict, path: str | os.PathLike, which: str = 
         palette=palette,
         mean=tuple(float(v) for v in IMAGENET_MEAN),
         std=tuple(float(v) for v in IMAGENET_STD),
-        resize=REFERENCE_TEST_SCALE,
+        resize=reference_test_scale(arch),
         spec=dict(model.spec),
     )
+
+
+def reference_test_scale(arch: ReferenceArch) -> tuple[int, int]:
+    """The reference's Cityscapes test scale (W, H) for ``arch``: 2048x1024 for HRDA, else 1024x512."""
+    return HRDA_TEST_SCALE if arch.hrda is not None else REFERENCE_TEST_SCALE
+
+
+def _warn(arch: ReferenceArch, where: str) -> None:
+    for message in arch.warnings:
+        logger.warning("%s: %s", where, message)
 
 
 @dataclass
@@ -662,7 +1026,9 @@ def reference_init_states(
 ) -> ReferenceInit:
     """``model.*`` (and ``ema_model.*`` when present) converted to ``model``'s keys, checked strictly.
 
-    ``model`` is a built network of the architecture to initialise; it is not modified.
+    ``model`` is a built network of the architecture to initialise (an HRDAModel for an HRDA
+    checkpoint: its multi-resolution settings are the run's, only the weights come from the file);
+    it is not modified.
     """
     state = ckpt["state_dict"]
     have = reference_networks(state)
@@ -674,7 +1040,9 @@ def reference_init_states(
             continue
         net = network_state(state, name, source)
         where = f"{source} [{name}]"
-        arch = infer_architecture(net, where, model_name)
+        arch = infer_architecture(net, where, model_name, ckpt.get("meta"))
+        if name == "model":
+            _warn(arch, where)
         if num_classes is not None and arch.num_classes != num_classes:
             raise ConfigError(f"{where}: predicts {arch.num_classes} classes, this run has {num_classes}")
         converted = convert_network(net, arch, model, where)
@@ -702,10 +1070,13 @@ def convert_reference_checkpoint(
     out_dir: str | os.PathLike,
     network: str = "model",
     model_name: str | None = None,
-    resize: tuple[int, int] | None = REFERENCE_TEST_SCALE,
+    resize: tuple[int, int] | None | str = "reference",
 ) -> ConversionResult:
     """Write network ``network`` of an mmseg checkpoint as a deploy folder (model.safetensors +
-    model.json, as :func:`duda.loading.save_deploy_model`), then reload it to check it."""
+    model.json, as :func:`duda.loading.save_deploy_model`), then reload it to check it.
+
+    ``resize``: the test scale (W, H) stored for ``duda predict``; ``"reference"``: the reference's
+    for the recognised architecture (:func:`reference_test_scale`); None: none."""
     from duda.data.transforms import IMAGENET_MEAN, IMAGENET_STD
     from duda.loading import load_inference_model, save_deploy_model
     from duda.models.factory import count_parameters
@@ -722,7 +1093,11 @@ def convert_reference_checkpoint(
     name = NETWORK_ALIASES.get(network, network)
     source = f"{path} [{name}]"
     net = network_state(ckpt["state_dict"], network, str(path))
-    model, arch = build_reference_model(net, source, model_name)
+    model, arch = build_reference_model(net, source, model_name, ckpt.get("meta"))
+    if isinstance(resize, str):
+        if resize != "reference":
+            raise ValueError(f"resize: expected (W, H), None or 'reference', got {resize!r}")
+        resize = reference_test_scale(arch)
     classes, palette, label_notes = reference_labels(ckpt.get("meta"), arch.num_classes)
     notes = [*arch.notes, *label_notes]
     meta = {
