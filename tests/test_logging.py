@@ -61,3 +61,26 @@ def test_quiet_and_verbose_exclude_each_other(capsys):
     with pytest.raises(SystemExit) as err:
         main(["models", "--quiet", "--verbose"])
     assert err.value.code == 2 and "not allowed with" in capsys.readouterr().err
+
+
+def test_the_cli_handler_follows_stdout_when_it_is_replaced(monkeypatch):
+    """A handler set up while one stdout was current keeps working after it is replaced and
+    closed (pytest captures do this between tests): no "Logging error" report."""
+    import io
+    import logging
+
+    from duda import log
+
+    first = io.StringIO()
+    monkeypatch.setattr("sys.stdout", first)
+    handler = log.setup(log.NORMAL)
+    errors = []
+    monkeypatch.setattr(handler, "handleError", lambda record: errors.append(record))
+    first.close()
+    second = io.StringIO()
+    monkeypatch.setattr("sys.stdout", second)
+    try:
+        log.info("after the swap")
+    finally:
+        logging.getLogger("duda").removeHandler(handler)
+    assert second.getvalue() == "after the swap\n" and not errors

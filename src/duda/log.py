@@ -24,14 +24,21 @@ QUIET, NORMAL, VERBOSE = logging.WARNING, logging.INFO, logging.DEBUG
 
 
 class TqdmHandler(logging.StreamHandler):
-    """Writes each record with ``tqdm.write`` (which redraws an active bar below it)."""
+    """Writes each record with ``tqdm.write`` (which redraws an active bar below it); without a
+    ``stream``, to whatever ``sys.stdout`` is when the record comes (it may be replaced: a test's
+    capture, a redirected notebook cell), never to a stream closed since."""
+
+    def __init__(self, stream=None) -> None:
+        super().__init__(stream if stream is not None else sys.stdout)
+        self._follow_stdout = stream is None
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             from tqdm import tqdm
 
-            tqdm.write(self.format(record), file=self.stream)
-            self.flush()
+            stream = sys.stdout if self._follow_stdout else self.stream
+            tqdm.write(self.format(record), file=stream)
+            stream.flush()
         except Exception:  # a closed stream, a formatting error: logging's own reporting
             self.handleError(record)
 
@@ -42,7 +49,7 @@ def setup(level: int = NORMAL, stream=None) -> logging.Handler:
     for h in list(logger.handlers):
         if getattr(h, "_duda_cli", False):
             logger.removeHandler(h)
-    handler = TqdmHandler(stream if stream is not None else sys.stdout)
+    handler = TqdmHandler(stream)
     handler._duda_cli = True  # type: ignore[attr-defined]
     handler.setFormatter(_Formatter())
     logger.addHandler(handler)
