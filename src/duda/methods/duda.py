@@ -49,7 +49,10 @@ class DUDA(Method):
     """T, L and S on any self-training base (``method.base``: daformer, mic, hrda, mic_hrda)."""
 
     name = "duda"
-    summary = "DUDA: a large EMA teacher, a large and a small student; pre-adaptation, then distillation"
+    summary = (
+        "DUDA: a large EMA teacher, a large and a small student; pre-adaptation, then distillation "
+        "(L trains as method.base, whose sections it reads too)"
+    )
     sections = ("uda", "duda")
     eval_networks = ("student", "teacher", "large")
 
