@@ -378,6 +378,7 @@ class _Run:
         self.last_ckpt: Path | None = None
         self.logger: MetricLogger | None = None
         self.val_loader = None
+        self.target_images = target_images_fn(cfg, tgt, dist_info) if tgt is not None else None
 
     # ------------------------------------------------------------------ before the loop
     def restore(self, point, resume: bool, lock, created: bool) -> int:
@@ -478,7 +479,7 @@ class _Run:
             step=step,
             generator=torch.Generator().manual_seed(seed),
             want_visuals=want_vis,
-            target_images=target_images_fn(cfg, self.tgt, self.dist_info) if self.tgt is not None else None,
+            target_images=self.target_images,
             all_reduce=(lambda t: all_reduce_sum(t, self.dist_info)),
         )
         out = self.method.train_step(batch, ctx)

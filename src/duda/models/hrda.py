@@ -546,12 +546,11 @@ def is_hrda_spec(spec: dict[str, Any]) -> bool:
 
 
 def hrda_from_spec(spec: dict[str, Any], pretrained: str | os.PathLike | None = None) -> HRDAModel:
-    """Rebuild an :class:`HRDAModel` from its ``spec`` (base model spec + ``"hrda"``)."""
+    """Rebuild an :class:`HRDAModel` from its ``spec`` (base model spec + ``"hrda"``); the
+    factory's ``build_from_spec`` does the wrapping (:func:`wrap_multires`), this only insists on it."""
     if not is_hrda_spec(spec):
         raise ValueError(f"hrda_from_spec: spec has no 'hrda' key: {spec!r}")
-    base_spec = {k: v for k, v in spec.items() if k != "hrda"}
-    base = build_from_spec(base_spec, pretrained)
-    return build_hrda_model(base, MultiResSpec.from_dict(spec["hrda"]))
+    return build_from_spec(spec, pretrained)
 
 
 # ---------------------------------------------------------------------------------------------
