@@ -294,7 +294,7 @@ def test_lock_without_flock_checks_the_pid(tmp_path, monkeypatch):
     "override,key",
     [
         ("model.name=segformer_mit_tiny", "model.name"),
-        ("model.arch={embed_dims: [8, 16, 32, 32], head_channels: 16}", "model.arch"),
+        ("model.arch={embed_dims: [8, 16, 32, 32], head_channels: 16}", "model.arch.embed_dims"),
         ("method.name=source_only", "method.name"),
     ],
 )
@@ -384,6 +384,190 @@ def test_signal_at_a_random_step_exits_128_plus_n_and_resumes_bit_identically(re
     records = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
     train_steps = [r["step"] for r in records if r["split"] == "train"]
     assert train_steps == list(range(1, ITERS + 1)), note  # each step logged once over both attempts
+
+
+def _children(pid: int) -> list[int]:
+    """The PIDs of a process's children (Linux /proc)."""
+    kids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with open(task / "children") as fh:
+            kids += [int(k) for k in fh.read().split()]
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc to find the loader workers")
+def test_sigkill_with_loader_workers_alive_then_resume_takes_over_and_ends_identical(
+    ref_run, synth_root, tmp_path, capsys
+):
+    """kill -9 (what the out-of-memory killer does) at a random step while data-loader workers run:
+    the workers outlive the trainer for a few seconds, and --resume right away must take the lock
+    over (naming the dead PID), continue from the last checkpoint and end as the uninterrupted run."""
+    rng = random.Random()
+    seed = rng.randrange(1 << 30)
+    rng.seed(seed)
+    at = rng.randrange(2, ITERS - 1)  # a checkpoint (every 2 steps) exists by then
+    note = f"seed {seed}: SIGKILL after step {at}"
+    work = tmp_path / "run"
+    cfg = config_file(synth_root, tmp_path, work, {"data": {"workers": 2}})
+    proc = run_cli(["train", str(cfg), "--no-progress"])
+    wait_until(lambda: train_steps_logged(work) >= at and list_checkpoints(work / "checkpoints"), proc)
+    workers = _children(proc.pid)
+    assert len(workers) >= 2, f"{note}: no loader workers found"
+    proc.kill()
+    proc.wait(timeout=60)
+    assert any(_alive(w) for w in workers), f"{note}: the workers died with the trainer; nothing tested"
+    code, out, err = cli(capsys, "train", cfg, "--no-progress", "--resume")
+    assert code == 0, f"{note}: {out}{err}"
+    assert f"took over the stale lock of {work} left by PID {proc.pid}" in out, f"{note}: {out}"
+    assert "resuming" in out, note
+    assert_same_weights(final_state(work), final_state(ref_run))  # workers 0 or 2: the same stream
+    records = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
+    train_steps = [r["step"] for r in records if r["split"] == "train"]
+    assert train_steps == list(range(1, ITERS + 1)), note  # steps past the checkpoint logged once
+    assert not (work / LOCK_NAME).exists()
+
+
+def test_forked_children_do_not_keep_the_lock(tmp_path):
+    """A child made with fork (a loader worker) closes its copy of the lock: once the parent
+    lets go, the lock is free although the child still runs."""
+    lock = WorkDirLock(tmp_path / "w").acquire()
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: outlive the parent's lock by a while, then leave without clean-up
+        os.write(ready_w, b"1")  # the fork hooks have run
+        time.sleep(3)
+        os._exit(0)
+    os.read(ready_r, 1)
+    os.close(ready_r)
+    os.close(ready_w)
+    try:
+        fd = os.open(lock.path, os.O_RDONLY)
+        os.close(lock._fd)  # the parent's own descriptor gone, as at a kill -9 (no unlink, no unlock)
+        lock._fd = None
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError while the child held it
+        os.close(fd)
+        assert _alive(pid)
+    finally:
+        os.waitpid(pid, 0)
+
+
+def test_lock_held_only_by_a_dead_holders_children_is_replaced(tmp_path, monkeypatch):
+    """Children started some other way than fork (here: a process handed the descriptor) may keep
+    a dead trainer's lock; after a short wait the lock file is replaced, with a note."""
+    from duda.engine import workdir
+
+    monkeypatch.setattr(workdir, "ORPHAN_WAIT_S", 0.3)
+    work = tmp_path / "w"
+    work.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    fd = os.open(work / LOCK_NAME, os.O_RDWR | os.O_CREAT)
+    os.write(fd, json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": 1.0}).encode())
+    import fcntl
+
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], pass_fds=[fd])
+    os.close(fd)  # only the orphan holds the lock now
+    try:
+        lock = WorkDirLock(work).acquire()
+        assert lock.took_over["pid"] == dead.pid
+        assert f"left by PID {dead.pid}" in lock.stale_note and "replaced that file" in lock.stale_note
+        assert json.loads((work / LOCK_NAME).read_text())["pid"] == os.getpid()
+        with pytest.raises(Exception, match=rf"in use by another training \(PID {os.getpid()}"):
+            WorkDirLock(work).acquire()  # the new lock holds against others
+        lock.release()
+        # a living holder is never replaced, however long it holds
+        fd = os.open(work / LOCK_NAME, os.O_RDWR | os.O_CREAT)
+        os.write(fd, json.dumps({"pid": orphan.pid, "host": socket.gethostname(), "started": 2.0}).encode())
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(Exception, match=rf"in use by another training \(PID {orphan.pid}"):
+            WorkDirLock(work).acquire()
+        os.close(fd)
+    finally:
+        orphan.kill()
+        orphan.wait()
+
+
+# ------------------------------------------ 5b. --resume of a finished run with another architecture
+
+ARCH_CHANGES = {  # every architecture field of the tiny model: a value other than the run's
+    "embed_dims": [8, 16, 32, 32],
+    "depths": [1, 1, 1, 2],
+    "num_heads": [1, 1, 1, 4],
+    "sr_ratios": [8, 4, 1, 1],
+    "mlp_ratios": [4, 4, 4, 2],
+    "patch_sizes": [7, 3, 3, 5],
+    "strides": [4, 2, 2, 1],
+    "drop_path_rate": 0.2,
+    "head_channels": 32,
+    "head_dilations": [1, 6, 12, 24],
+    "dropout": 0.2,
+}
+
+
+def test_arch_changes_cover_every_field():
+    from duda.models.factory import allowed_overrides
+
+    assert set(ARCH_CHANGES) == set(allowed_overrides("daformer_mit_tiny"))
+
+
+@pytest.fixture(scope="module")
+def duda_ref_run(synth_root, tmp_path_factory) -> Path:
+    """A finished tiny DUDA run (3 networks of 2 architectures)."""
+    work = tmp_path_factory.mktemp("faults") / "duda_ref"
+    over = {"train": {"iters": 3, "ckpt_every": 0, "eval_every": 0}}
+    train(config_from_dict(tiny_config(synth_root, work, "duda", over)), progress=False)
+    return work
+
+
+def _expect_arch_refusal(capsys, work: Path, cfg: Path, key: str, field: str, value) -> None:
+    from duda.models.factory import resolve_arch
+
+    saved = load_checkpoint(list_checkpoints(work / "checkpoints")[-1][1])["config"]
+    model = saved["model"] if key == "model" else saved["method"]["duda"]["large"]
+    old = resolve_arch(model["name"], model.get("arch") or {})[field]
+    old = list(old) if isinstance(old, tuple) else old
+    before = snapshot(work)
+    code, out, err = cli(
+        capsys, "train", cfg, "--resume", "--no-progress", "--set", f"{key}.arch.{field}={json.dumps(value)}"
+    )
+    line = one_error_line(err, "train")
+    assert code == 2, out
+    assert f"({key}.arch.{field}: {old!r} in the checkpoint, {value!r} now)" in line, line
+    assert "nothing was changed" in line
+    assert snapshot(work) == before  # config.yaml, model/, eval.json, metrics untouched
+    assert not (work / LOCK_NAME).exists()
+
+
+@pytest.mark.parametrize("field", sorted(ARCH_CHANGES))
+def test_resume_of_a_finished_run_with_another_arch_field_is_refused(
+    ref_run, synth_root, tmp_path, capsys, field
+):
+    work = copy_run(ref_run, tmp_path / "run")
+    assert (work / "model").is_dir() and (work / "eval.json").is_file()  # finished
+    cfg = config_file(synth_root, tmp_path, work)
+    _expect_arch_refusal(capsys, work, cfg, "model", field, ARCH_CHANGES[field])
+
+
+@pytest.mark.parametrize("key,field", [("model", "head_channels"), ("method.duda.large", "head_channels"),
+                                       ("method.duda.large", "depths")])  # fmt: skip
+def test_resume_of_a_finished_duda_run_names_the_network_and_field(
+    duda_ref_run, synth_root, tmp_path, capsys, key, field
+):
+    work = copy_run(duda_ref_run, tmp_path / "run")
+    over = {"train": {"iters": 3, "ckpt_every": 0, "eval_every": 0}}
+    cfg = write_config(tiny_config(synth_root, work, "duda", over), tmp_path / "run.yaml")
+    _expect_arch_refusal(capsys, work, cfg, key, field, ARCH_CHANGES[field])
 
 
 # ------------------------------------------------------------------ 6. messages, not tracebacks

@@ -161,6 +161,7 @@ def test_resume_compatibility_covers_the_declared_networks(synth_root, tmp_path)
         },
     )
     bad = incompatibilities(duda, other, 19, 19)
-    assert any(b.startswith("method.duda.large multi-resolution (method.hrda):") for b in bad)
+    key = "method.hrda.attention_classwise (multi-resolution method.duda.large)"
+    assert f"{key}: True in the checkpoint, False now" in bad
     assert "model input scale: 1.0 in the checkpoint, 0.5 now" in bad
     assert incompatibilities(duda, duda, 19, 19) == []

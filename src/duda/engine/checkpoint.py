@@ -165,7 +165,27 @@ def incompatibilities(old_cfg: dict, new_cfg: dict, old_classes: int | None, new
             continue
         old, new = old_specs[name], new_specs[name]
         differ(f"{new.key}.name", old.config.name, new.config.name)
-        differ(f"{new.key}.arch", dict(old.config.arch), dict(new.config.arch))
-        differ(f"{new.key} multi-resolution (method.hrda)", old.multires, new.multires)
+        if old.config.name == new.config.name:
+            old_arch, new_arch = _full_arch(old.config), _full_arch(new.config)
+            for field in [*new_arch, *(f for f in old_arch if f not in new_arch)]:
+                differ(f"{new.key}.arch.{field}", old_arch.get(field), new_arch.get(field))
+        old_mr, new_mr = old.multires or {}, new.multires or {}
+        if bool(old.multires) != bool(new.multires):
+            differ(f"{new.key} multi-resolution (method.hrda)", old.multires, new.multires)
+        for field in [*new_mr, *(f for f in old_mr if f not in new_mr)]:
+            differ(f"method.hrda.{field} (multi-resolution {new.key})", old_mr.get(field), new_mr.get(field))
         differ(f"{new.key} input scale", old.input_scale, new.input_scale)
     return out
+
+
+def _full_arch(model) -> dict[str, Any]:
+    """Every architecture field of a model config, defaults filled in (lists, not tuples): a
+    field left out in one config and written with its default in the other is no difference."""
+    from duda.errors import DudaError
+    from duda.models.factory import resolve_arch
+
+    try:
+        arch = resolve_arch(model.name, dict(model.arch))
+    except DudaError:  # a model this version no longer knows: compare what was written
+        arch = dict(model.arch)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in arch.items()}
