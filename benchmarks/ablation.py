@@ -86,6 +86,35 @@ def variants() -> tuple[Variant, ...]:
     )
 
 
+#: Stage-2 recipes of the distillation study (issue 19), each a set of overrides of DUDA's
+#: stage 2 only: they start from DUDA's own stage-1 checkpoint (bit-identical to a full run).
+#: Explored on the development seeds 10-14 only; every round is kept here and in docs/ablation.md.
+DEV_ROUNDS: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
+    "r1": {
+        "dev_kd": (
+            "+ soft KD on target (w 1, τ 2)",
+            ("method.duda.kd_weight=1.0", "method.duda.kd_stages=stage2"),
+        ),
+        "dev_soft": ("soft mixed targets (fused probabilities)", ("method.duda.stage2_targets=soft",)),
+        "dev_lr1": ("stage-2 lr restart ×1.0", ("method.duda.stage2_lr_restart=1.0",)),
+        "dev_lr05": ("stage-2 lr restart ×0.5", ("method.duda.stage2_lr_restart=0.5",)),
+        "dev_src05": ("stage-2 source weight 0.5", ("method.duda.stage2_source_weight=0.5",)),
+        "dev_gamma2": ("γ = 2", ("method.duda.gamma=2.0",)),
+    },
+}
+
+
+def dev_variants(rounds: list[str]) -> tuple[Variant, ...]:
+    by_key = {v.key: v for v in DEMO}
+    out = [by_key["daformer"], Variant("duda", "duda", (("student", "DUDA (paper stage 2)"),
+                                                        ("large", "large model L (reference)"),
+                                                        ("teacher", "EMA teacher T (stage 1)")))]  # fmt: skip
+    for r in rounds:
+        for key, (label, overrides) in DEV_ROUNDS[r].items():
+            out.append(Variant(key, "duda", (("student", f"{r}: {label}"),), overrides, start_from="duda"))
+    return tuple(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=1)
@@ -94,12 +123,22 @@ def main() -> None:
         "--out", default=None, help="run folder (default runs/demo_<domain>, shared with duda demo)"
     )
     ap.add_argument("--data", default="data/synth")
-    ap.add_argument("--doc", default="docs/ablation.md", help="write the table here")
+    ap.add_argument(
+        "--doc", default=None, help="write the table here (default docs/ablation.md; with --dev: nowhere)"
+    )
     ap.add_argument("--only-runs", default=None, help="comma-separated run keys to train and report")
+    ap.add_argument("--only-seeds", default=None, help="comma-separated seeds of 0..--seeds-1 (e.g. 10,11)")
+    ap.add_argument(
+        "--dev",
+        default=None,
+        help="comma-separated rounds of the stage-2 distillation study (DEV_ROUNDS) instead of the "
+        "ablation rows; run them on the development seeds only (--seeds 15 --only-seeds 10,11,12,13,14)",
+    )
+    ap.add_argument("--jobs", type=int, default=1, help="runs trained at once (one per core)")
     args = ap.parse_args()
     out = Path(args.out or f"runs/demo_{args.domain}")
     t0 = time.perf_counter()
-    order = variants()
+    order = dev_variants(args.dev.split(",")) if args.dev else variants()
     if args.only_runs:
         keep = set(args.only_runs.split(","))
         order = tuple(v for v in order if v.key in keep)
@@ -111,16 +150,32 @@ def main() -> None:
         + tuple(v for v in order if v.key not in shared and not v.start_from)
         + tuple(v for v in order if v.start_from)
     )
-    results = run_demo(out, Path(args.data), args.domain, seeds=args.seeds, progress=False, variants=todo)
+    only_seeds = [int(x) for x in args.only_seeds.split(",")] if args.only_seeds else None
+    results = run_demo(
+        out,
+        Path(args.data),
+        args.domain,
+        seeds=args.seeds,
+        only_seeds=only_seeds,
+        progress=False,
+        variants=todo,
+        jobs=args.jobs,
+    )
     rank = {v.key: i for i, v in enumerate(order)}
     results.sort(key=lambda r: (r.seed, rank[r.run], r.network != "student"))
     rows = aggregate(results)
     stats = {r["name"]: model_stats(r["model_name"], r["arch"], DEFAULT.size) for r in rows}
     command = f"python benchmarks/ablation.py --seeds {args.seeds} --domain {args.domain}"
+    if args.only_seeds:
+        command += f" --only-seeds {args.only_seeds}"
+    if args.dev:
+        command += f" --dev {args.dev}"
     table = markdown_table(rows, stats, args.domain, command)
     print(table)
     print(f"total {(time.perf_counter() - t0) / 60:.1f} min")
-    Path(args.doc).write_text("# DUDA ablation on the built-in benchmark\n\n" + table)
+    doc = args.doc or (None if args.dev else "docs/ablation.md")
+    if doc:
+        Path(doc).write_text("# DUDA ablation on the built-in benchmark\n\n" + table)
 
 
 if __name__ == "__main__":

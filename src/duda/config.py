@@ -133,6 +133,14 @@ class DUDAConfig:
     stage1_teacher_weight: float = 1.0  # weight of the stage-1 teacher T in the fusion; 0 = drop it
     kd_weight: float = 0.0  # soft KD (temperature-scaled KL, T -> S on target); 0 = off
     kd_temperature: float = 2.0
+    kd_stages: Literal["both", "stage2"] = "both"  # where soft KD applies (stage 1: times lambda)
+    # stage 2 (project options; the paper's stage 2 is: hard fused labels, the same source weight,
+    # S's single poly schedule running on across the stage boundary)
+    stage2_targets: Literal["hard", "soft"] = "hard"  # ClassMix target pixels: argmax or fused probs
+    stage2_source_weight: float = 1.0  # weight of S's source CE in stage 2
+    # 0: S's learning rate follows one warm-up + poly schedule over all train.iters; > 0: it
+    # restarts at stage 2 at this multiple of optim.lr and decays (poly) to 0 at the end
+    stage2_lr_restart: float = 0.0
     # S's input scale: S resizes every image it is given by this factor first (in training, in
     # evaluation and as shipped), e.g. 0.5 for a single-resolution small student under a
     # multi-resolution (HRDA) teacher on 1024 crops; its logits are upsampled to the labels

@@ -53,3 +53,22 @@ def test_config_changes_lists_dotted_keys():
     old = {"train": {"iters": 10, "seed": 0}, "model": {"name": "a"}}
     new = {"train": {"iters": 20, "seed": 0}, "model": {"name": "a"}, "work_dir": "x"}
     assert config_changes(old, new) == ["train.iters: 10 -> 20", "work_dir: None -> 'x'"]
+
+
+def test_span_lr_factor_restarts_once_without_warmup():
+    from types import SimpleNamespace
+
+    from duda.engine.optim import lr_factor, span_lr_factor
+
+    o = SimpleNamespace(warmup_iters=10, warmup_ratio=1e-6, power=1.0)
+    plain = SimpleNamespace(start=0, end=100, restart=None)
+    restarted = SimpleNamespace(start=0, end=100, restart=(75, 0.5))
+    for step in (0, 5, 40, 74):
+        assert (
+            span_lr_factor(restarted, step, o)
+            == span_lr_factor(plain, step, o)
+            == lr_factor(step, 100, 10, 1e-6, 1.0)
+        )
+    assert span_lr_factor(plain, 75, o) == 0.25
+    assert span_lr_factor(restarted, 75, o) == 0.5  # the restart's multiple, no warm-up
+    assert abs(span_lr_factor(restarted, 90, o) - 0.5 * 10 / 25) < 1e-12  # poly down to 0 at the end

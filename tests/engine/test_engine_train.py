@@ -186,3 +186,35 @@ def test_two_process_ddp_gloo(synth_root, tmp_path):
     assert (tmp_path / "ddp" / "eval.json").is_file()
     assert [s for s, _ in list_checkpoints(tmp_path / "ddp" / "checkpoints")][-1] == 3
     assert set(sums[0]) == {"student", "large", "teacher", "imnet"}
+
+
+def test_duda_stage2_options_change_stage_2_only(synth_root, tmp_path):
+    """Soft mixed targets, soft KD in stage 2 only, another source weight and an lr restart: stage 1
+    ends bit-identical to the default run (so a stage-2 variant may start from its checkpoint),
+    stage 2 differs, and S's logged lr restarts at the given multiple."""
+    over = {"train": {"iters": 5}, "method": {"duda": {"stage1_iters": 3}}}
+    base = tiny_config(synth_root, tmp_path / "base", "duda", over)
+    train(config_from_dict(base), progress=False)
+    variant = tiny_config(synth_root, tmp_path / "var", "duda", over)
+    variant["method"]["duda"].update(
+        stage2_targets="soft",
+        kd_weight=1.0,
+        kd_stages="stage2",
+        stage2_source_weight=0.5,
+        stage2_lr_restart=0.5,
+    )
+    train(config_from_dict(variant), progress=False)
+    a, b = (dict(list_checkpoints(tmp_path / k / "checkpoints")) for k in ("base", "var"))
+    end1_a, end1_b = load_checkpoint(a[3])["state"], load_checkpoint(b[3])["state"]
+    for name in end1_a:
+        assert _states_equal(end1_a[name], end1_b[name]), name
+    assert not torch.equal(
+        load_checkpoint(a[5])["state"]["student"]["head.classifier.weight"],
+        load_checkpoint(b[5])["state"]["student"]["head.classifier.weight"],
+    )
+    recs = [json.loads(l) for l in (tmp_path / "var" / "metrics.jsonl").read_text().splitlines()]
+    lr = {r["step"]: r["lr"] for r in recs if r["split"] == "train"}
+    assert lr[4] == pytest.approx(0.5 * 1e-3)  # step 3 (the first of stage 2): 0.5 x lr, logged at 4
+    assert lr[5] == pytest.approx(0.5 * 1e-3 * 0.5)
+    assert all("kd" in r for r in recs if r["split"] == "train" and r["step"] > 3)
+    assert not any("kd" in r for r in recs if r["split"] == "train" and r["step"] <= 3)

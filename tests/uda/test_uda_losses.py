@@ -69,3 +69,23 @@ def test_kd_kl_zero_for_equal_and_scaled_by_temperature_squared():
     assert kd_kl(student, teacher, temperature=1.0).item() == pytest.approx(kl, rel=1e-5)
     teacher_t2 = teacher * 2.0  # at T=2 the teacher's softened distribution is again (0.75, 0.25)
     assert kd_kl(student, teacher_t2, temperature=2.0).item() == pytest.approx(4 * kl, rel=1e-5)
+
+
+def test_soft_ce_equals_weighted_ce_for_one_hot_targets_and_is_entropy_free_otherwise():
+    from duda.uda.losses import soft_ce
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 4, 4, generator=g)
+    labels = torch.randint(0, 5, (2, 8, 8), generator=g)
+    labels[0, 0, :3] = 255
+    weight = torch.rand(2, 8, 8, generator=g)
+    onehot = torch.nn.functional.one_hot(labels.clamp(max=4), 5).permute(0, 3, 1, 2).float()
+    onehot = onehot * (labels != 255).unsqueeze(1)  # ignored pixel: an all-zero target, no loss
+    assert torch.allclose(soft_ce(logits, onehot, weight), weighted_ce(logits, labels, weight), atol=1e-6)
+    # a soft target q: -sum q log p by hand at the upsampled logits
+    q = torch.softmax(torch.randn(2, 5, 8, 8, generator=g), dim=1)
+    up = torch.nn.functional.interpolate(logits, size=(8, 8), mode="bilinear", align_corners=False)
+    by_hand = -(q * torch.log_softmax(up, 1)).sum(1).mean()
+    assert torch.allclose(soft_ce(logits, q), by_hand, atol=1e-6)
+    with pytest.raises(DudaError, match="pixel weight"):
+        soft_ce(logits, q, weight[:, :4])

@@ -97,6 +97,18 @@ def lr_factor(step: int, total: int, warmup_iters: int, warmup_ratio: float, pow
     return factor
 
 
+def span_lr_factor(span, step: int, optim) -> float:
+    """The learning-rate multiplier of a trainable network's ``span`` (a TrainSpan: start, end,
+    optional ``restart`` = (step, multiple)) at ``step``: warm-up + poly over [start, end), or from
+    ``restart`` on a fresh poly decay (no warm-up) from ``multiple`` to 0 at ``end``."""
+    restart = getattr(span, "restart", None)
+    if restart is not None and step >= restart[0]:
+        at, multiple = restart
+        return multiple * lr_factor(step - at, span.end - at, 0, 1.0, optim.power)
+    o = optim
+    return lr_factor(step - span.start, span.end - span.start, o.warmup_iters, o.warmup_ratio, o.power)
+
+
 def set_lr(optimizer: torch.optim.Optimizer, base_lr: float, factor: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = base_lr * group.get("lr_mult", 1.0) * factor

@@ -33,7 +33,7 @@ from duda.engine.distributed import (
     resolve_device,
 )
 from duda.engine.logger import MetricLogger
-from duda.engine.optim import build_optimizer, lr_factor, set_lr
+from duda.engine.optim import build_optimizer, set_lr, span_lr_factor
 from duda.errors import CheckpointError, ConfigError, DudaError
 from duda.files import WriteError, write_text
 from duda.methods import Method, StepContext, build_method, method_class
@@ -467,10 +467,7 @@ class _Run:
         cfg, spans = self.cfg, self.spans
         active = [n for n, s in spans.items() if s.start <= step < s.end]
         for name in active:
-            s = spans[name]
-            o = cfg.optim
-            factor = lr_factor(step - s.start, s.end - s.start, o.warmup_iters, o.warmup_ratio, o.power)
-            set_lr(self.optimizers[name], o.lr, factor)
+            set_lr(self.optimizers[name], cfg.optim.lr, span_lr_factor(spans[name], step, cfg.optim))
             self.optimizers[name].zero_grad(set_to_none=True)
         seed = step_seed(cfg.train.seed, step, self.dist_info.rank)
         torch.manual_seed(seed)  # dropout / drop-path

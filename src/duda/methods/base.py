@@ -54,6 +54,9 @@ class NetworkSpec:
     multires: dict[str, Any] | None = None
     input_scale: float = 1.0
     key: str = "model"
+    # (step, multiple): from ``step`` on, a fresh poly schedule from ``multiple`` × the base lr
+    # down to 0 at the span's end (no warm-up); None: one schedule over the whole span
+    lr_restart: tuple[int, float] | None = None
 
     def build(self, num_classes: int, pretrained: bool = True) -> SegmentationModel | nn.Module:
         """The network with fresh weights (ImageNet backbone when ``pretrained``)."""
@@ -72,6 +75,7 @@ class TrainSpan:
     config: ModelConfig
     start: int
     end: int
+    restart: tuple[int, float] | None = None  # (step, multiple): the lr restarts there (see lr_restart)
 
 
 @dataclass
@@ -160,7 +164,7 @@ class Method:
     def spans(self) -> dict[str, TrainSpan]:
         """Trainable networks and the steps they train; each gets its own optimiser."""
         return {
-            name: TrainSpan(spec.config, *spec.span)
+            name: TrainSpan(spec.config, *spec.span, restart=spec.lr_restart)
             for name, spec in self.network_specs(self.cfg).items()
             if spec.role == "train" and spec.span is not None
         }

@@ -40,8 +40,22 @@ from duda.methods.self_training import (
 from duda.uda.distill import distill_weight
 from duda.uda.fusion import fuse_probs
 from duda.uda.inconsistency import InconsistencyMeter, pixel_weights
-from duda.uda.losses import ce, kd_kl, weighted_ce
+from duda.uda.losses import ce, kd_kl, soft_ce, weighted_ce
 from duda.uda.strong_aug import strong_transform
+
+
+def mixed_probs(probs: torch.Tensor, src_gt: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The soft label of a ClassMix image: the source's one-hot label where ``mask`` (B×H×W,
+    1 = source pixel) is set (all zeros at ignored source pixels: no loss there), the teachers'
+    probabilities elsewhere; ``mask`` None: the probabilities alone."""
+    if mask is None:
+        return probs
+    k = probs.shape[1]
+    valid = src_gt != 255
+    onehot = torch.nn.functional.one_hot(torch.where(valid, src_gt, 0).long(), k).permute(0, 3, 1, 2)
+    onehot = onehot.to(probs.dtype) * valid.unsqueeze(1).to(probs.dtype)
+    m = mask.unsqueeze(1).to(probs.dtype)
+    return m * onehot + (1 - m) * probs
 
 
 @register_method
@@ -80,8 +94,9 @@ class DUDA(Method):
         specs.update(base)
         for spec in specs.values():
             spec.key = "method.duda.large"
+        restart = (d.stage1_iters, d.stage2_lr_restart) if d.stage2_lr_restart > 0 else None
         specs["student"] = NetworkSpec(
-            cfg.model, "train", (0, cfg.train.iters), input_scale=d.small_input_scale
+            cfg.model, "train", (0, cfg.train.iters), input_scale=d.small_input_scale, lr_restart=restart
         )
         return specs
 
@@ -96,6 +111,11 @@ class DUDA(Method):
             )
             error.key = "method.duda.stage1_iters"
             raise error
+        for key in ("stage2_lr_restart", "stage2_source_weight", "kd_weight"):
+            if not getattr(d, key) >= 0:
+                error = ConfigError(f"method.duda.{key}: expected >= 0, got {getattr(d, key)}")
+                error.key = f"method.duda.{key}"
+                raise error
         if not d.small_input_scale > 0:
             error = ConfigError(f"method.duda.small_input_scale: expected > 0, got {d.small_input_scale}")
             error.key = "method.duda.small_input_scale"
@@ -183,6 +203,12 @@ class DUDA(Method):
         loss = ce(logits.float(), lbl) if wgt is None else weighted_ce(logits.float(), lbl, wgt)
         return loss, logits
 
+    def small_soft_loss(self, small: nn.Module, img: torch.Tensor, target: torch.Tensor, wgt):
+        """S's cross-entropy against a target distribution (pixel-weighted); loss and logits."""
+        with self.autocast():
+            logits = small(img)
+        return soft_ce(logits.float(), target, wgt), logits
+
     # ------------------------------------------------------------------ stage 1
     def _stage1(self, batch: dict, ctx: StepContext) -> dict:
         uda = self.uda
@@ -206,7 +232,7 @@ class DUDA(Method):
             s_mic = uda.mask_weight * s_mic
             loss_s = loss_s + lam * s_mic
             losses["small_mic"] = s_mic.detach()
-        if self.d.kd_weight > 0:
+        if self.d.kd_weight > 0 and self.d.kd_stages == "both":
             loss_s = loss_s + lam * self._kd(small, batch, out.teacher_logits, losses)
         loss_s.backward()
         losses["lambda"] = torch.tensor(lam)
@@ -283,12 +309,17 @@ class DUDA(Method):
 
         loss, _ = self.small_loss(small, batch["src_img"], batch["src_gt"])
         losses["small_src"] = loss.detach()
+        if d.stage2_source_weight != 1.0:
+            loss = d.stage2_source_weight * loss
         if d.finetune_mix:
-            img, lbl, wgt, _ = mixed_batch(batch, labels, weight, uda, gen)
+            img, lbl, wgt, mask = mixed_batch(batch, labels, weight, uda, gen)
         else:
             img = strong_transform(batch["tgt_img"], MEAN, STD, gen, strong_aug_config(uda))
-            lbl, wgt = labels, weight
-        s_tgt, s_logits = self.small_loss(small, img, lbl, wgt)
+            lbl, wgt, mask = labels, weight, None
+        if d.stage2_targets == "soft":
+            s_tgt, s_logits = self.small_soft_loss(small, img, mixed_probs(probs, batch["src_gt"], mask), wgt)
+        else:
+            s_tgt, s_logits = self.small_loss(small, img, lbl, wgt)
         loss = loss + s_tgt
         losses["small_mix"] = s_tgt.detach()
         if self.mic and uda.mask_weight > 0:
@@ -296,7 +327,7 @@ class DUDA(Method):
             s_mic = uda.mask_weight * s_mic
             loss = loss + s_mic
             losses["small_mic"] = s_mic.detach()
-        if d.kd_weight > 0:
+        if d.kd_weight > 0:  # every kd_stages value includes stage 2
             loss = loss + self._kd(small, batch, torch.log(probs.clamp_min(1e-8)), losses)
         loss.backward()
         losses["pseudo_weight"] = weight.mean().detach()

@@ -19,7 +19,7 @@ from .inconsistency import (
     pixel_weights,
     rank_correlation,
 )
-from .losses import ce, kd_kl, pixel_ce, resize_logits, weighted_ce
+from .losses import ce, kd_kl, pixel_ce, resize_logits, soft_ce, weighted_ce
 from .masking import apply_mask, block_mask
 from .pseudo_label import ignore_rows_mask, pseudo_label
 from .strong_aug import (
@@ -63,6 +63,7 @@ __all__ = [
     "inconsistency",
     "jitter_unit_image",
     "kd_kl",
+    "soft_ce",
     "make_ema_teacher",
     "mix",
     "normalised_inconsistency",

@@ -56,6 +56,28 @@ def weighted_ce(
     return loss.mean()
 
 
+def soft_ce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy against a ``B×K×H×W`` target distribution, ``-Σ_k q_k log softmax(s)_k``
+    per pixel (logits resized to the target), times the ``B×H×W`` pixel weight, averaged over
+    all ``B·H·W`` pixels (as :func:`weighted_ce`; a pixel of weight 0 counts as 0)."""
+    check_dim("logits", logits, 4, "B×K×H×W")
+    check_dim("target", target, 4, "B×K×H×W")
+    if target.shape[:2] != logits.shape[:2]:
+        raise UdaInputError(
+            f"soft ce: target {tuple(target.shape)} and logits {tuple(logits.shape)} differ in batch "
+            "or classes"
+        )
+    logits = resize_logits(logits, tuple(target.shape[2:]))
+    loss = -(target.float() * F.log_softmax(logits.float(), dim=1)).sum(dim=1)
+    if weight is not None:
+        if weight.shape != loss.shape:
+            raise UdaInputError(
+                f"pixel weight: expected shape {tuple(loss.shape)}, got {tuple(weight.shape)}"
+            )
+        loss = loss * weight.to(loss.dtype)
+    return loss.mean()
+
+
 def ce(
     logits: torch.Tensor,
     labels: torch.Tensor,
