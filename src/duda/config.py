@@ -137,6 +137,7 @@ class DUDAConfig:
     # stage 2 (project options; the paper's stage 2 is: hard fused labels, the same source weight,
     # S's single poly schedule running on across the stage boundary)
     stage2_targets: Literal["hard", "soft"] = "hard"  # ClassMix target pixels: argmax or fused probs
+    stage1_targets: Literal["hard", "soft"] = "hard"  # stage-1 mixed target pixels: argmax or probs
     stage2_source_weight: float = 1.0  # weight of S's source CE in stage 2
     # 0: S's learning rate follows one warm-up + poly schedule over all train.iters; > 0: it
     # restarts at stage 2 at this multiple of optim.lr and decays (poly) to 0 at the end

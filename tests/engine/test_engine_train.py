@@ -188,6 +188,22 @@ def test_two_process_ddp_gloo(synth_root, tmp_path):
     assert set(sums[0]) == {"student", "large", "teacher", "imnet"}
 
 
+def test_duda_soft_stage1_targets_change_only_the_small_student(synth_root, tmp_path):
+    """Soft stage-1 targets: L and T are untouched (L's run is the base method's), S differs."""
+    over = {"train": {"iters": 2}, "method": {"duda": {"stage1_iters": 2}}}
+    base = tiny_config(synth_root, tmp_path / "base", "duda", over)
+    train(config_from_dict(base), progress=False)
+    soft = tiny_config(synth_root, tmp_path / "soft", "duda", over)
+    soft["method"]["duda"]["stage1_targets"] = "soft"
+    train(config_from_dict(soft), progress=False)
+    a, b = (
+        load_checkpoint(tmp_path / k / "checkpoints" / "iter_0000002.pt")["state"] for k in ("base", "soft")
+    )
+    for name in ("large", "teacher"):
+        assert _states_equal(a[name], b[name]), name
+    assert not _states_equal(a["student"], b["student"])
+
+
 def test_duda_stage2_options_change_stage_2_only(synth_root, tmp_path):
     """Soft mixed targets, soft KD in stage 2 only, another source weight and an lr restart: stage 1
     ends bit-identical to the default run (so a stage-2 variant may start from its checkpoint),

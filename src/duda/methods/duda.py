@@ -223,7 +223,12 @@ class DUDA(Method):
 
         # S: source CE + λ(t) · target CE on the same mixed (and masked) images
         s_src, _ = self.small_loss(small, batch["src_img"], batch["src_gt"])
-        s_mix, s_mix_logits = self.small_loss(small, out.mix_img, out.mix_lbl, out.mix_w)
+        if self.d.stage1_targets == "soft":
+            probs = probs_at(out.teacher_logits, batch["tgt_img"].shape[-2:])
+            target = mixed_probs(probs, batch["src_gt"], out.mix_mask)
+            s_mix, s_mix_logits = self.small_soft_loss(small, out.mix_img, target, out.mix_w)
+        else:
+            s_mix, s_mix_logits = self.small_loss(small, out.mix_img, out.mix_lbl, out.mix_w)
         loss_s = s_src + lam * s_mix
         losses["small_src"], losses["small_mix"] = s_src.detach(), s_mix.detach()
 

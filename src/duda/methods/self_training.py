@@ -147,6 +147,7 @@ class AdaptImages:
     mix_logits: torch.Tensor  # the student's logits on the mixed images
     src_logits: torch.Tensor
     masked: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None  # MIC image, labels, weights
+    mix_mask: torch.Tensor | None = None  # B×H×W, 1 where the mixed image shows the source
 
 
 # --------------------------------------------------------------------------- the base class
@@ -236,14 +237,16 @@ class SelfTraining(Method):
         src_loss.backward()
 
         t_logits, labels, weight = self.teacher_pseudo_labels(teacher, batch)
-        mix_img, mix_lbl, mix_w, _ = mixed_batch(batch, labels, weight, uda, gen)
+        mix_img, mix_lbl, mix_w, mix_mask = mixed_batch(batch, labels, weight, uda, gen)
         mix_logits = self.weighted_step(student, mix_img, mix_lbl, mix_w, losses, "mix", gen)
 
         masked = None
         if self.masking and uda.mask_weight > 0:
             masked = masked_batch(batch, labels, weight, uda, gen)
             self.weighted_step(student, *masked, losses, "mic", gen, scale=uda.mask_weight)
-        return AdaptImages(t_logits, labels, weight, mix_img, mix_lbl, mix_w, mix_logits, src_logits, masked)
+        return AdaptImages(
+            t_logits, labels, weight, mix_img, mix_lbl, mix_w, mix_logits, src_logits, masked, mix_mask
+        )
 
     # ------------------------------------------------------------------ overridable pieces
     def teacher_logits(self, teacher: nn.Module, img: torch.Tensor) -> torch.Tensor:
