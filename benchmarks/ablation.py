@@ -89,6 +89,7 @@ def variants() -> tuple[Variant, ...]:
 #: Stage-2 recipes of the distillation study (issue 19), each a set of overrides of DUDA's
 #: stage 2 only: they start from DUDA's own stage-1 checkpoint (bit-identical to a full run).
 #: Explored on the development seeds 10-14 only; every round is kept here and in docs/ablation.md.
+KD2 = ("method.duda.kd_weight=1.0", "method.duda.kd_stages=stage2")
 DEV_ROUNDS: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
     "r1": {
         "dev_kd": (
@@ -101,6 +102,32 @@ DEV_ROUNDS: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
         "dev_src05": ("stage-2 source weight 0.5", ("method.duda.stage2_source_weight=0.5",)),
         "dev_gamma2": ("γ = 2", ("method.duda.gamma=2.0",)),
     },
+    "r2": {  # round 2 (after r1 on seeds 10-11): KD and the lr restart each helped; combine, scale
+        "dev_kd_lr1": ("KD (w 1, τ 2) + lr restart ×1", (*KD2, "method.duda.stage2_lr_restart=1.0")),
+        "dev_kd3": ("KD w 3, τ 2", ("method.duda.kd_weight=3.0", "method.duda.kd_stages=stage2")),
+        "dev_kd_t1": ("KD w 1, τ 1", (*KD2, "method.duda.kd_temperature=1.0")),
+        "dev_kd_soft_lr1": (
+            "KD + soft targets + lr restart ×1",
+            (*KD2, "method.duda.stage2_targets=soft", "method.duda.stage2_lr_restart=1.0"),
+        ),
+        "dev_kd3_lr1": (
+            "KD w 3 + lr restart ×1",
+            (
+                "method.duda.kd_weight=3.0",
+                "method.duda.kd_stages=stage2",
+                "method.duda.stage2_lr_restart=1.0",
+            ),
+        ),
+    },
+}
+#: Stage-1 rounds: full runs (no shared stage-1 checkpoint)
+DEV_FULL_ROUNDS: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
+    "s1": {
+        "dev_s1kd_lr1": (
+            "KD in both stages (stage 1 × λ) + stage-2 lr restart ×1",
+            ("method.duda.kd_weight=1.0", "method.duda.kd_stages=both", "method.duda.stage2_lr_restart=1.0"),
+        ),
+    },
 }
 
 
@@ -110,8 +137,11 @@ def dev_variants(rounds: list[str]) -> tuple[Variant, ...]:
                                                         ("large", "large model L (reference)"),
                                                         ("teacher", "EMA teacher T (stage 1)")))]  # fmt: skip
     for r in rounds:
-        for key, (label, overrides) in DEV_ROUNDS[r].items():
-            out.append(Variant(key, "duda", (("student", f"{r}: {label}"),), overrides, start_from="duda"))
+        full = r in DEV_FULL_ROUNDS
+        for key, (label, overrides) in (DEV_FULL_ROUNDS if full else DEV_ROUNDS)[r].items():
+            start = None if full else "duda"
+            rows = (("student", f"{r}: {label}"),)
+            out.append(Variant(key, "duda", rows, overrides, start_from=start, cost=7.0 if full else 1.5))
     return tuple(out)
 
 
