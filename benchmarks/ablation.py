@@ -39,6 +39,7 @@ def variants() -> tuple[Variant, ...]:
     return (
         by_key["source_only"],
         by_key["daformer"],
+        DUDA_PAPER,
         Variant(
             "abl_teacher",
             "duda",
@@ -90,6 +91,7 @@ def variants() -> tuple[Variant, ...]:
 #: stage 2 only: they start from DUDA's own stage-1 checkpoint (bit-identical to a full run).
 #: Explored on the development seeds 10-14 only; every round is kept here and in docs/ablation.md.
 KD2 = ("method.duda.kd_weight=1.0", "method.duda.kd_stages=stage2")
+LR1 = "method.duda.stage2_lr_restart=1.0"
 DEV_ROUNDS: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
     "r1": {
         "dev_kd": (
@@ -119,16 +121,56 @@ DEV_ROUNDS: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
             ),
         ),
     },
+    "r3": {  # round 3 (after r2 on seed 10): τ 1 and the restart each helped; together, and stronger
+        "dev_kd_t1_lr1": ("KD w 1, τ 1 + lr restart ×1", (*KD2, "method.duda.kd_temperature=1.0", LR1)),
+        "dev_kd3_t1_lr1": (
+            "KD w 3, τ 1 + lr restart ×1",
+            (
+                "method.duda.kd_weight=3.0",
+                "method.duda.kd_stages=stage2",
+                "method.duda.kd_temperature=1.0",
+                LR1,
+            ),  # fmt: skip
+        ),
+        "dev_kd_lr2": ("KD w 1, τ 2 + lr restart ×2", (*KD2, "method.duda.stage2_lr_restart=2.0")),
+    },
 }
 #: Stage-1 rounds: full runs (no shared stage-1 checkpoint)
 DEV_FULL_ROUNDS: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
     "s1": {
         "dev_s1kd_lr1": (
             "KD in both stages (stage 1 × λ) + stage-2 lr restart ×1",
-            ("method.duda.kd_weight=1.0", "method.duda.kd_stages=both", "method.duda.stage2_lr_restart=1.0"),
+            ("method.duda.kd_weight=1.0", "method.duda.kd_stages=both", LR1),
+        ),
+        "dev_s1soft_kd_lr1": (
+            "soft stage-1 targets + KD in both stages + stage-2 lr restart ×1",
+            (
+                "method.duda.stage1_targets=soft",
+                "method.duda.kd_weight=1.0",
+                "method.duda.kd_stages=both",
+                LR1,
+            ),  # fmt: skip
         ),
     },
 }
+
+
+#: DUDA exactly as the paper describes it (hard labels, no KD, one lr schedule over both stages),
+#: whatever the project's defaults are
+PAPER = (
+    "method.duda.kd_weight=0.0",
+    "method.duda.stage1_targets=hard",
+    "method.duda.stage2_targets=hard",
+    "method.duda.stage2_lr_restart=0.0",
+)
+DUDA_PAPER = Variant(
+    "duda_paper",
+    "duda",
+    (("student", "DUDA as in the paper (small)"), ("large", "large model L (reference)"),
+     ("teacher", "EMA teacher T (stage 1)")),
+    PAPER,
+    cost=7.0,
+)  # fmt: skip
 
 
 def dev_variants(rounds: list[str]) -> tuple[Variant, ...]:
