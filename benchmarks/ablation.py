@@ -30,16 +30,17 @@ from duda.demo.runs import (
 )
 
 
-def variants() -> tuple[Variant, ...]:
+def variants(stage1_rows: bool = False) -> tuple[Variant, ...]:
+    """The ablation rows. DUDA's project defaults differ from the paper's DUDA in stage 2 only
+    (soft KD in stage 2, the stage-2 lr restart: docs/method.md section 7), so every DUDA row
+    starts from the stage-1 checkpoint of the paper's DUDA run of the same seed, which is
+    bit-identical to training it from scratch (tests/engine/test_engine_train.py)."""
     base = load_config(str(configs_dir() / "duda.yaml"))
     n = base.train.iters
     large = base.method.duda.large
     arch = arch_text(large.arch)
     by_key = {v.key: v for v in DEMO}
-    return (
-        by_key["source_only"],
-        by_key["daformer"],
-        DUDA_PAPER,
+    stage1 = (
         Variant(
             "abl_teacher",
             "duda",
@@ -52,17 +53,42 @@ def variants() -> tuple[Variant, ...]:
             (("student", "+ gradual ramp (stage 1 only)"),),
             (f"method.duda.stage1_iters={n}",),
         ),
+    )
+    return (
+        by_key["source_only"],
+        by_key["daformer"],
+        *(stage1 if stage1_rows else ()),
+        DUDA_PAPER,
+        Variant(
+            "abl_no_kd",
+            "duda",
+            (("student", "DUDA without soft KD (lr restart only)"),),
+            ("method.duda.kd_weight=0.0",),
+            start_from="duda_paper",
+            cost=1.5,
+        ),
+        Variant(
+            "abl_no_restart",
+            "duda",
+            (("student", "DUDA without the stage-2 lr restart (soft KD only)"),),
+            ("method.duda.stage2_lr_restart=0.0",),
+            start_from="duda_paper",
+            cost=1.5,
+        ),
         Variant(
             NO_INCONSISTENCY.key,
             NO_INCONSISTENCY.config,
-            (("student", "+ fine-tuning (no inconsistency weights)"),),
+            (("student", "DUDA without inconsistency weights"),),
             NO_INCONSISTENCY.overrides,
-            start_from="duda",
+            start_from="duda_paper",
+            cost=1.5,
         ),
         Variant(
             "duda",
             "duda",
-            (("student", "+ inconsistency weights (= DUDA)"), ("large", "large model L (reference)")),
+            (("student", "DUDA (project defaults)"),),
+            start_from="duda_paper",
+            cost=1.5,
         ),
         Variant(
             "mic_large",
@@ -76,13 +102,15 @@ def variants() -> tuple[Variant, ...]:
                 f"train.iters={base.method.duda.stage1_iters}",
                 "method.uda.mask_block_size=16",
             ),
+            cost=5.0,
         ),
         Variant(
             "abl_multi",
             "duda",
-            (("student", "+ multi-teacher (T + MIC large)"),),
+            (("student", "DUDA + multi-teacher (T + MIC large)"),),
             ("method.duda.teachers=[{checkpoint: '{seed_dir}/mic_large', network: teacher}]",),
-            start_from="duda",  # differs from DUDA in stage 2 only
+            start_from="duda_paper",  # differs from DUDA in stage 2 only
+            cost=1.5,
         ),
     )
 
@@ -173,17 +201,26 @@ DUDA_PAPER = Variant(
 )  # fmt: skip
 
 
+#: The DUDA settings the development rounds ran on (the defaults before the study ended): each
+#: round's overrides apply on top of them, so a row reruns as it ran whatever today's defaults are
+DEV_BASE = (*PAPER, "method.duda.kd_temperature=2.0", "method.duda.kd_stages=both")
+
+
 def dev_variants(rounds: list[str]) -> tuple[Variant, ...]:
     by_key = {v.key: v for v in DEMO}
-    out = [by_key["daformer"], Variant("duda", "duda", (("student", "DUDA (paper stage 2)"),
-                                                        ("large", "large model L (reference)"),
-                                                        ("teacher", "EMA teacher T (stage 1)")))]  # fmt: skip
+    rows = (("student", "DUDA (paper stage 2)"), ("large", "large model L (reference)"),
+            ("teacher", "EMA teacher T (stage 1)"))  # fmt: skip
+    out = [by_key["daformer"], Variant("duda", "duda", rows, DEV_BASE)]
     for r in rounds:
         full = r in DEV_FULL_ROUNDS
         for key, (label, overrides) in (DEV_FULL_ROUNDS if full else DEV_ROUNDS)[r].items():
             start = None if full else "duda"
             rows = (("student", f"{r}: {label}"),)
-            out.append(Variant(key, "duda", rows, overrides, start_from=start, cost=7.0 if full else 1.5))
+            out.append(
+                Variant(
+                    key, "duda", rows, (*DEV_BASE, *overrides), start_from=start, cost=7.0 if full else 1.5
+                )
+            )
     return tuple(out)
 
 
@@ -207,10 +244,15 @@ def main() -> None:
         "ablation rows; run them on the development seeds only (--seeds 15 --only-seeds 10,11,12,13,14)",
     )
     ap.add_argument("--jobs", type=int, default=1, help="runs trained at once (one per core)")
+    ap.add_argument(
+        "--stage1-rows",
+        action="store_true",
+        help="also the two stage-1-only rows (large teacher with λ = 1; gradual ramp): full runs",
+    )
     args = ap.parse_args()
     out = Path(args.out or f"runs/demo_{args.domain}")
     t0 = time.perf_counter()
-    order = dev_variants(args.dev.split(",")) if args.dev else variants()
+    order = dev_variants(args.dev.split(",")) if args.dev else variants(args.stage1_rows)
     if args.only_runs:
         keep = set(args.only_runs.split(","))
         order = tuple(v for v in order if v.key in keep)

@@ -131,9 +131,11 @@ class DUDAConfig:
     inconsistency_images: int = 0  # target images used to compute I_c; 0 = the whole set
     teachers: list[TeacherSpec] = field(default_factory=list)  # extra frozen teachers (multi-teacher)
     stage1_teacher_weight: float = 1.0  # weight of the stage-1 teacher T in the fusion; 0 = drop it
-    kd_weight: float = 0.0  # soft KD (temperature-scaled KL, T -> S on target); 0 = off
-    kd_temperature: float = 2.0
-    kd_stages: Literal["both", "stage2"] = "both"  # where soft KD applies (stage 1: times lambda)
+    # project defaults (docs/method.md 7, docs/ablation.md); the paper's DUDA: kd_weight 0,
+    # stage2_lr_restart 0
+    kd_weight: float = 1.0  # soft KD (temperature-scaled KL, T -> S on target); 0 = off
+    kd_temperature: float = 1.0
+    kd_stages: Literal["both", "stage2"] = "stage2"  # where soft KD applies (stage 1: times lambda)
     # stage 2 (project options; the paper's stage 2 is: hard fused labels, the same source weight,
     # S's single poly schedule running on across the stage boundary)
     stage2_targets: Literal["hard", "soft"] = "hard"  # ClassMix target pixels: argmax or fused probs
@@ -141,7 +143,7 @@ class DUDAConfig:
     stage2_source_weight: float = 1.0  # weight of S's source CE in stage 2
     # 0: S's learning rate follows one warm-up + poly schedule over all train.iters; > 0: it
     # restarts at stage 2 at this multiple of optim.lr and decays (poly) to 0 at the end
-    stage2_lr_restart: float = 0.0
+    stage2_lr_restart: float = 1.0
     # S's input scale: S resizes every image it is given by this factor first (in training, in
     # evaluation and as shipped), e.g. 0.5 for a single-resolution small student under a
     # multi-resolution (HRDA) teacher on 1024 crops; its logits are upsampled to the labels
