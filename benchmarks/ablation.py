@@ -1,13 +1,18 @@
-"""DUDA ablation on the built-in benchmark (issue 5): what each piece adds to the small student.
+"""DUDA ablation on the built-in benchmark: what each piece adds to the small student.
 
 Rows (every small model trains the same number of iterations N as in configs/synth):
-  source-only S; DAFormer on S alone; + large teacher (stage 1 only, lambda = 1);
-  + gradual ramp (stage 1 only); + fine-tuning (stage 2 without inconsistency weights);
-  + inconsistency weights (= DUDA); + multi-teacher (the stage-1 teacher fused with a large
-  model trained by MIC). The large model's own mIoU is given for reference.
+  source-only S; DAFormer on S alone; [--stage1-rows: + large teacher (stage 1 only, lambda = 1);
+  + gradual ramp (stage 1 only)]; DUDA as in the paper; DUDA (project defaults) and DUDA
+  without each of its stage-2 pieces (soft KD, lr restart, inconsistency weights); + multi-teacher
+  (T fused with a large model trained by MIC). L, T and the MIC large model are given for
+  reference. The stage-2 rows start from the paper DUDA's stage-1 checkpoint of their seed, so
+  every pair of rows is compared on the same stage 1 (PAIRS: a table of per-seed differences).
 Runs shared with `duda demo` (same folders, same seeds) are reused, not retrained.
 
-    python benchmarks/ablation.py [--seeds 1] [--domain real] [--out runs/demo_real]
+    python benchmarks/ablation.py [--seeds 1] [--domain real] [--out runs/demo_real] [--jobs 2]
+
+The tables replace the text between the markers TABLE_BEGIN and TABLE_END of --doc
+(docs/ablation.md), so the prose around them stays.
 """
 
 from __future__ import annotations
@@ -206,6 +211,56 @@ DUDA_PAPER = Variant(
 DEV_BASE = (*PAPER, "method.duda.kd_temperature=2.0", "method.duda.kd_stages=both")
 
 
+#: (what, run with it, run without it): each a per-seed difference of the small student's mIoU,
+#: both runs from the same stage-1 checkpoint where they are DUDA runs
+PAIRS = (
+    ("DUDA (paper) over DAFormer small", "duda_paper", "daformer"),
+    ("DUDA (project defaults) over DAFormer small", "duda", "daformer"),
+    ("project stage 2 over the paper's (same stage 1)", "duda", "duda_paper"),
+    ("soft KD in stage 2", "duda", "abl_no_kd"),
+    ("stage-2 lr restart", "duda", "abl_no_restart"),
+    ("inconsistency weights", "duda", NO_INCONSISTENCY.key),
+    ("multi-teacher (T + MIC large)", "abl_multi", "duda"),
+)
+TABLE_BEGIN, TABLE_END = "<!-- ablation.py: tables begin -->", "<!-- ablation.py: tables end -->"
+
+
+def paired_table(results) -> str:
+    """Markdown table of PAIRS: per seed, mean, and on how many seeds the difference is > 0."""
+    small = {(r.run, r.seed): 100 * r.miou for r in results if r.network == "student"}
+    seeds = sorted({r.seed for r in results})
+    lines = [
+        "| what it adds (small student, mIoU points) | "
+        + " | ".join(f"seed {s}" for s in seeds)
+        + " | mean | seeds > 0 |",
+        "|---|" + "---|" * (len(seeds) + 2),
+    ]
+    for label, with_, without in PAIRS:
+        d = {
+            s: small[with_, s] - small[without, s]
+            for s in seeds
+            if (with_, s) in small and (without, s) in small
+        }
+        if not d:
+            continue
+        cells = " | ".join(f"{d[s]:+.1f}" if s in d else "–" for s in seeds)
+        mean = sum(d.values()) / len(d)
+        lines.append(f"| {label} | {cells} | {mean:+.2f} | {sum(v > 0 for v in d.values())}/{len(d)} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_doc(path: Path, tables: str) -> None:
+    """Put ``tables`` between the markers of ``path`` (a new file: a title and the tables)."""
+    block = f"{TABLE_BEGIN}\n{tables}{TABLE_END}"
+    text = path.read_text() if path.is_file() else ""
+    if TABLE_BEGIN in text and TABLE_END in text:
+        head, rest = text.split(TABLE_BEGIN, 1)
+        text = head + block + rest.split(TABLE_END, 1)[1]
+    else:
+        text = "# DUDA ablation on the built-in benchmark\n\n" + block + "\n"
+    path.write_text(text)
+
+
 def dev_variants(rounds: list[str]) -> tuple[Variant, ...]:
     by_key = {v.key: v for v in DEMO}
     rows = (("student", "DUDA (paper stage 2)"), ("large", "large model L (reference)"),
@@ -284,12 +339,12 @@ def main() -> None:
         command += f" --only-seeds {args.only_seeds}"
     if args.dev:
         command += f" --dev {args.dev}"
-    table = markdown_table(rows, stats, args.domain, command)
+    table = markdown_table(rows, stats, args.domain, command) + "\n" + paired_table(results)
     print(table)
     print(f"total {(time.perf_counter() - t0) / 60:.1f} min")
     doc = args.doc or (None if args.dev else "docs/ablation.md")
     if doc:
-        Path(doc).write_text("# DUDA ablation on the built-in benchmark\n\n" + table)
+        write_doc(Path(doc), table)
 
 
 if __name__ == "__main__":
