@@ -227,7 +227,7 @@ TABLE_BEGIN, TABLE_END = "<!-- ablation.py: tables begin -->", "<!-- ablation.py
 
 def paired_table(results) -> str:
     """Markdown table of PAIRS: per seed, mean, and on how many seeds the difference is > 0."""
-    small = {(r.run, r.seed): 100 * r.miou for r in results if r.network == "student"}
+    small = {(r.run, r.seed): r.miou for r in results if r.network == "student"}  # in %
     seeds = sorted({r.seed for r in results})
     lines = [
         "| what it adds (small student, mIoU points) | "

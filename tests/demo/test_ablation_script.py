@@ -51,8 +51,8 @@ def _result(run, seed, miou):
 
 def test_paired_table_and_doc_markers(tmp_path):
     ab = _load()
-    results = [_result("duda", 0, 0.30), _result("abl_no_kd", 0, 0.28), _result("duda", 1, 0.29)]
-    results += [_result("abl_no_kd", 1, 0.295)]
+    results = [_result("duda", 0, 30.0), _result("abl_no_kd", 0, 28.0), _result("duda", 1, 29.0)]
+    results += [_result("abl_no_kd", 1, 29.5)]
     table = ab.paired_table(results)
     row = next(line for line in table.splitlines() if line.startswith("| soft KD"))
     assert row.split("|")[2:6] == [" +2.0 ", " -0.5 ", " +0.75 ", " 1/2 "]
