@@ -22,6 +22,7 @@ COMMANDS = [
     "models",
     "config",
     "train",
+    "plan",
     "eval",
     "predict",
     "inconsistency",

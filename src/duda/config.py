@@ -33,6 +33,10 @@ class ModelConfig:
     name: str = "daformer_mitb5"  # a name from `duda models` (required in an experiment's model section)
     pretrained: str | None = None  # backbone ImageNet weights: local file or hub id (e.g. nvidia/mit-b5)
     arch: dict[str, Any] = field(default_factory=dict)  # architecture overrides (embed_dims, depths, ...)
+    # activation checkpointing of the MiT encoder blocks while training: their activations are
+    # recomputed in the backward pass (less GPU memory, about one more encoder forward per step;
+    # same gradients); MiT backbones only. `duda plan` predicts the saving
+    checkpointing: bool = False
 
 
 @dataclass
@@ -228,6 +232,17 @@ def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
             from duda.models.factory import resolve_arch
 
             resolve_arch(model_cfg.name, model_cfg.arch, prefix=f"{key}.arch")
+        if model_cfg.checkpointing:
+            from duda.models.factory import recipe
+
+            backbone = recipe(model_cfg.name).backbone
+            if backbone != "mit":
+                error = ConfigError(
+                    f"{key}.checkpointing: activation checkpointing is for MiT encoders; model "
+                    f"{model_cfg.name!r} has a {backbone} backbone"
+                )
+                error.key = f"{key}.checkpointing"
+                raise error
     return cfg
 
 

@@ -103,7 +103,7 @@ def _eval_checkpoint(args: argparse.Namespace) -> int:
         )
     device = resolve_device(args.device, what="--device")
     model = loaded.model.to(device).eval() if hasattr(loaded.model, "to") else loaded.model
-    loader = make_eval_loader(cfg, dataset, cfg.data.val)
+    loader = make_eval_loader(cfg, dataset, cfg.data.val, device=device)
     hook = None
     if args.save_pred:
         out = Path(args.save_pred)

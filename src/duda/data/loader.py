@@ -208,8 +208,12 @@ def build_train_loader(
     rank: int = 0,
     world_size: int = 1,
     seed: int = 0,
+    pin_memory: bool | None = None,
 ) -> DataLoader:
-    """An infinite loader over ``dataset`` (a :class:`UDATrainSet`) starting at iteration ``start_iter``."""
+    """An infinite loader over ``dataset`` (a :class:`UDATrainSet`) starting at iteration ``start_iter``.
+
+    ``pin_memory``: page-locked batches, for non-blocking copies to a CUDA device (pass whether
+    the batches go to one); None: whenever CUDA is available."""
     sampler = GlobalIndexSampler(batch_size, start_iter, rank, world_size)
     return DataLoader(
         dataset,
@@ -218,7 +222,7 @@ def build_train_loader(
         num_workers=workers,
         worker_init_fn=_init_loader_worker if workers > 0 else None,
         generator=torch.Generator().manual_seed(seed),  # only torch's worker seeds; samples use (seed, k)
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
         persistent_workers=workers > 0,
         drop_last=True,
     )
@@ -245,10 +249,13 @@ class EvalSet(Dataset):
 
 
 def build_eval_loader(
-    dataset: SegDataset | EvalSet | Subset, workers: int = 2, resize: tuple[int, int] | None = None
+    dataset: SegDataset | EvalSet | Subset,
+    workers: int = 2,
+    resize: tuple[int, int] | None = None,
+    pin_memory: bool | None = None,
 ) -> DataLoader:
     """Batch-1 loader over an :class:`EvalSet` (or a ``Subset`` of one; built from a reader when
-    one is given)."""
+    one is given). ``pin_memory`` as :func:`build_train_loader`."""
     eval_set = dataset if isinstance(dataset, (EvalSet, Subset)) else EvalSet(dataset, resize)
     return DataLoader(
         eval_set,
@@ -256,5 +263,5 @@ def build_eval_loader(
         shuffle=False,
         num_workers=workers,
         worker_init_fn=_init_loader_worker if workers > 0 else None,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
     )

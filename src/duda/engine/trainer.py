@@ -94,7 +94,15 @@ def build_datasets(cfg: ExperimentConfig):
     return src, tgt, val
 
 
-def make_train_loader(cfg: ExperimentConfig, src, tgt, start_iter: int, dist_info: DistInfo):
+def _pin(device: torch.device | None) -> bool | None:
+    """Pin loader batches when they go to a CUDA device (None: the loader's default)."""
+    return None if device is None else device.type == "cuda"
+
+
+def make_train_loader(
+    cfg: ExperimentConfig, src, tgt, start_iter: int, dist_info: DistInfo, device: torch.device | None = None
+):
+    """The training loader from ``start_iter`` on (batches pinned when ``device`` is CUDA)."""
     from duda.data.loader import UDATrainSet, build_train_loader
     from duda.data.rcs import RCSConfig
 
@@ -119,10 +127,14 @@ def make_train_loader(cfg: ExperimentConfig, src, tgt, start_iter: int, dist_inf
         rank=dist_info.rank,
         world_size=dist_info.world_size,
         seed=cfg.train.seed,
+        pin_memory=_pin(device),
     )
 
 
-def make_eval_loader(cfg: ExperimentConfig, dataset, ds_cfg, shard: DistInfo | None = None):
+def make_eval_loader(
+    cfg: ExperimentConfig, dataset, ds_cfg, shard: DistInfo | None = None, device: torch.device | None = None
+):
+    """The evaluation loader of ``dataset`` (batches pinned when ``device`` is CUDA)."""
     from duda.data.loader import EvalSet, build_eval_loader
 
     eval_set = EvalSet(dataset, resize=ds_cfg.resize or dataset.default_resize)
@@ -130,7 +142,7 @@ def make_eval_loader(cfg: ExperimentConfig, dataset, ds_cfg, shard: DistInfo | N
         eval_set = torch.utils.data.Subset(eval_set, list(range(cfg.train.max_eval_images)))
     if shard is not None and shard.enabled:
         eval_set = torch.utils.data.Subset(eval_set, list(range(shard.rank, len(eval_set), shard.world_size)))
-    return build_eval_loader(eval_set, workers=min(2, cfg.data.workers))
+    return build_eval_loader(eval_set, workers=min(2, cfg.data.workers), pin_memory=_pin(device))
 
 
 def evaluate_networks(
@@ -186,9 +198,10 @@ def _wrap_trainable(method: Method, cfg: ExperimentConfig, dist_info: DistInfo) 
         method.set_forward(name, fwd)
 
 
-def target_images_fn(cfg: ExperimentConfig, tgt, dist_info: DistInfo):
+def target_images_fn(cfg: ExperimentConfig, tgt, dist_info: DistInfo, device: torch.device | None = None):
     """``limit -> iterator`` over the target training images at test scale, without crops
-    (the first ``limit``, 0 = all, sharded over ranks), for methods that look at the whole set."""
+    (the first ``limit``, 0 = all, sharded over ranks), for methods that look at the whole set
+    (batches pinned when ``device`` is CUDA)."""
 
     def target_images(limit: int = 0):
         from duda.data.loader import EvalSet, build_eval_loader
@@ -196,14 +209,21 @@ def target_images_fn(cfg: ExperimentConfig, tgt, dist_info: DistInfo):
         eval_set = EvalSet(tgt, resize=cfg.data.target.resize or tgt.default_resize)
         n = min(limit or len(eval_set), len(eval_set))
         idx = list(range(dist_info.rank, n, dist_info.world_size))
-        return iter(
-            build_eval_loader(torch.utils.data.Subset(eval_set, idx), workers=min(2, cfg.data.workers))
-        )
+        subset = torch.utils.data.Subset(eval_set, idx)
+        return iter(build_eval_loader(subset, workers=min(2, cfg.data.workers), pin_memory=_pin(device)))
 
     return target_images
 
 
 def _check_finite(losses: dict, step: int, last_ckpt: Path | None) -> None:
+    # one host sync per device for all the losses (not one per loss): on a GPU each read of a
+    # value waits for the work queued on the device
+    finite: dict[torch.device, list[torch.Tensor]] = {}
+    for v in losses.values():
+        t = torch.as_tensor(v)
+        finite.setdefault(t.device, []).append(torch.isfinite(t).all())
+    if all(bool(torch.stack(flags).all()) for flags in finite.values()):
+        return
     bad = {k: float(v) for k, v in losses.items() if not torch.isfinite(torch.as_tensor(v)).all()}
     if bad:
         where = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was written yet"
@@ -378,7 +398,7 @@ class _Run:
         self.last_ckpt: Path | None = None
         self.logger: MetricLogger | None = None
         self.val_loader = None
-        self.target_images = target_images_fn(cfg, tgt, dist_info) if tgt is not None else None
+        self.target_images = target_images_fn(cfg, tgt, dist_info, method.device) if tgt is not None else None
 
     # ------------------------------------------------------------------ before the loop
     def restore(self, point, resume: bool, lock, created: bool) -> int:
@@ -419,7 +439,9 @@ class _Run:
         _wrap_trainable(method, cfg, self.dist_info)
         self.logger = MetricLogger(self.work_dir, enabled=self.is_main, resume_step=start if resume else None)
         if self.val is not None:
-            self.val_loader = make_eval_loader(cfg, self.val, cfg.data.val, shard=self.dist_info)
+            self.val_loader = make_eval_loader(
+                cfg, self.val, cfg.data.val, shard=self.dist_info, device=self.method.device
+            )
         return start
 
     # ------------------------------------------------------------------ the loop
@@ -434,7 +456,7 @@ class _Run:
             method.networks[name].train()
         loader = None
         if start < end:
-            loader = iter(make_train_loader(cfg, self.src, self.tgt, start, self.dist_info))
+            loader = iter(make_train_loader(cfg, self.src, self.tgt, start, self.dist_info, method.device))
         bar = self._progress_bar(start, end, progress)
         self.t_last = time.perf_counter()
         results: dict = {}

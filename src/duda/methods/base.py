@@ -156,6 +156,10 @@ class Method:
         """A fresh network of ``model_cfg`` on the method's device."""
         spec = NetworkSpec(model_cfg, multires=multires, input_scale=input_scale)
         model = spec.build(self.num_classes, pretrained)
+        if model_cfg.checkpointing:  # checked by config validation: a MiT encoder is inside
+            from duda.models.mit import set_checkpointing
+
+            set_checkpointing(model, True)
         model = model.to(self.device)
         if self.cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)

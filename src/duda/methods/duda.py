@@ -279,7 +279,7 @@ class DUDA(Method):
         small.eval()
         meter = InconsistencyMeter(self.num_classes)
         for sample in ctx.target_images(self.d.inconsistency_images):
-            img = sample["img"].to(self.device)
+            img = sample["img"].to(self.device, non_blocking=True)
             if img.ndim == 3:
                 img = img.unsqueeze(0)
             pred_t = self.fused_probs(img).argmax(1)
@@ -288,7 +288,7 @@ class DUDA(Method):
             meter.update(pred_t, pred_s)
         small.train(was_training)
         if ctx.all_reduce is not None:
-            counts = torch.stack([meter.intersection, meter.union]).to(self.device)
+            counts = torch.stack([meter.intersection, meter.union]).to(self.device, non_blocking=True)
             counts = ctx.all_reduce(counts).cpu()
             meter.intersection, meter.union = counts[0], counts[1]
         return meter.compute().normalised.float()
@@ -310,7 +310,8 @@ class DUDA(Method):
         probs = self.fused_probs(batch["tgt_img"])
         labels, weight = pseudo_labels(probs, batch, uda)
         if d.inconsistency and self.inconsistency is not None:
-            weight = weight * pixel_weights(labels, self.inconsistency.to(labels.device), gamma=d.gamma)
+            per_class = self.inconsistency.to(labels.device, non_blocking=True)
+            weight = weight * pixel_weights(labels, per_class, gamma=d.gamma)
 
         loss, _ = self.small_loss(small, batch["src_img"], batch["src_gt"])
         losses["small_src"] = loss.detach()

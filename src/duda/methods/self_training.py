@@ -65,9 +65,10 @@ def pseudo_labels(probs: torch.Tensor, batch: dict, cfg: UDAConfig) -> tuple[tor
         dims = (1, 2) if cfg.pseudo_weight_per_image else (0, 1, 2)
         weight = conf.mean(dim=dims, keepdim=True).expand_as(conf).contiguous()
     if cfg.ignore_top or cfg.ignore_bottom:
-        weight = weight * ignore_rows_mask(weight.shape, top=cfg.ignore_top, bottom=cfg.ignore_bottom).to(
-            weight
+        rows = ignore_rows_mask(
+            weight.shape, top=cfg.ignore_top, bottom=cfg.ignore_bottom, device=weight.device
         )
+        weight = weight * rows.to(weight)
     if "tgt_valid" in batch:
         weight = weight * batch["tgt_valid"].to(weight)
     return labels, weight

@@ -7,11 +7,13 @@ DAFormer's mmseg ``mit_b5.pth`` layout) onto the installed module names.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 # Stage widths and depths of the published variants (SegFormer paper, Table 6).
 MIT_DIMS_B0 = (32, 64, 160, 256)
@@ -149,7 +151,58 @@ class MiTBackbone(nn.Module):
             s *= st
             strides.append(s)
         self.feature_strides: tuple[int, ...] = tuple(strides)
+        self._checkpointing = False
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         out = self.encoder(x, output_hidden_states=True, return_dict=True)
         return list(out.hidden_states)
+
+    # ------------------------------------------------------------------ activation checkpointing
+    @property
+    def checkpointing(self) -> bool:
+        """Whether the transformer blocks are activation-checkpointed (see :meth:`set_checkpointing`)."""
+        return self._checkpointing
+
+    def set_checkpointing(self, enabled: bool) -> None:
+        """Activation checkpointing of every transformer block (``model.checkpointing``).
+
+        When training with gradients, each block keeps only its input for the backward pass and
+        runs its forward again there (``torch.utils.checkpoint``, non-reentrant, the random state
+        restored so drop-path draws repeat): the encoder's saved activations shrink to one tensor
+        per block, for about one more encoder forward per step. Without gradients (teachers, the
+        ImageNet network, evaluation) the blocks run as usual. Weights and their names are
+        unchanged.
+        """
+        blocks = mit_blocks(self.encoder)
+        if not blocks:
+            raise ValueError("MiT encoder: no transformer blocks (SegformerLayer) found to checkpoint")
+        for block in blocks:
+            if enabled:
+                # an instance attribute shadows the class's forward; deep copies (EMA teachers)
+                # copy it with the block, so the copy checkpoints itself
+                block.forward = functools.partial(_checkpointed_block_forward, block)
+            else:
+                block.__dict__.pop("forward", None)
+        self._checkpointing = bool(enabled)
+
+
+def mit_blocks(encoder: nn.Module) -> list[nn.Module]:
+    """The transformer blocks of a SegformerModel encoder (``SegformerLayer``, in transformers
+    4.x and 5.x alike)."""
+    return [m for m in encoder.modules() if type(m).__name__ == "SegformerLayer"]
+
+
+def _checkpointed_block_forward(block: nn.Module, *args, **kwargs):
+    forward = type(block).forward
+    if block.training and torch.is_grad_enabled():
+        return checkpoint(forward, block, *args, use_reentrant=False, **kwargs)
+    return forward(block, *args, **kwargs)
+
+
+def set_checkpointing(model: nn.Module, enabled: bool = True) -> int:
+    """Switch activation checkpointing of every MiT encoder inside ``model`` (a segmentation or
+    multi-resolution model); returns how many encoders were switched (0: no MiT inside)."""
+    backbones = [m for m in model.modules() if isinstance(m, MiTBackbone)]
+    for backbone in backbones:
+        backbone.set_checkpointing(enabled)
+    return len(backbones)

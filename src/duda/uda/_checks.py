@@ -35,13 +35,16 @@ def channel_stats(values: Sequence[float] | torch.Tensor, like: torch.Tensor, na
             f"{name}: expected {like.shape[1]} values (one per image channel), got {stats.numel()}"
         )
     dtype = like.dtype if like.dtype == torch.float64 else torch.float32
-    return stats.to(device=like.device, dtype=dtype).view(1, -1, 1, 1)
+    # non-blocking: a blocking host-to-GPU copy waits for all the work queued on the device
+    return stats.to(device=like.device, dtype=dtype, non_blocking=True).view(1, -1, 1, 1)
 
 
 def uniform(shape: Sequence[int], generator: torch.Generator, device: torch.device) -> torch.Tensor:
     """U[0, 1) draws from ``generator`` (on its own device), moved to ``device``.
 
     Drawing on the generator's device keeps the stream identical whatever device the data is on,
-    so a CPU generator gives the same augmentation on CPU and GPU.
+    so a CPU generator gives the same augmentation on CPU and GPU. The copy to a GPU does not
+    wait for the work queued there (a blocking host-to-GPU copy would).
     """
-    return torch.rand(tuple(shape), generator=generator, device=generator.device).to(device)
+    draws = torch.rand(tuple(shape), generator=generator, device=generator.device)
+    return draws.to(device, non_blocking=True)

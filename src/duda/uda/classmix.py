@@ -21,7 +21,8 @@ from ._checks import UdaInputError, check_dim
 def pick_half(classes: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """``ceil(n/2)`` of the ``n`` given classes, drawn without replacement from ``generator``."""
     n = classes.numel()
-    order = torch.randperm(n, generator=generator, device=generator.device).to(classes.device)
+    order = torch.randperm(n, generator=generator, device=generator.device)
+    order = order.to(classes.device, non_blocking=True)  # (a blocking copy would wait for the GPU)
     return classes[order[: math.ceil(n / 2)]]
 
 

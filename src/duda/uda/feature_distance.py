@@ -44,11 +44,11 @@ def downscale_label_ratio(
         )
     labels = gt.long().clone()
     outside = (labels < 0) | (labels >= num_classes)  # ignore (and any stray id) -> substitute class
-    labels[outside] = num_classes
+    labels.masked_fill_(outside, num_classes)  # (assigning through a boolean mask syncs on a GPU)
     labels = F.pad(labels, (0, w * cell - gt.shape[2], 0, h * cell - gt.shape[1]), value=num_classes)
     one_hot = F.one_hot(labels, num_classes + 1).permute(0, 3, 1, 2).float()
     share, majority = F.avg_pool2d(one_hot, kernel_size=cell).max(dim=1)
-    majority[(majority == num_classes) | (share < min_ratio)] = ignore_index
+    majority.masked_fill_((majority == num_classes) | (share < min_ratio), ignore_index)
     return majority
 
 
@@ -63,7 +63,7 @@ def thing_cell_mask(
 ) -> torch.Tensor:
     """``B×h×w`` bool: cells whose pooled label is a thing class (with share ≥ ``min_ratio``)."""
     pooled = downscale_label_ratio(gt, feat_hw, min_ratio, num_classes, ignore_index)
-    things = torch.as_tensor(list(thing_classes), dtype=pooled.dtype, device=pooled.device)
+    things = torch.as_tensor(list(thing_classes), dtype=pooled.dtype).to(pooled.device, non_blocking=True)
     return torch.isin(pooled, things)
 
 

@@ -34,17 +34,20 @@ def class_confusion_counts(
             raise UdaInputError(
                 f"inconsistency ignore mask: expected shape {tuple(pred_a.shape)}, got {tuple(ignore.shape)}"
             )
-        keep = ~ignore.reshape(-1).bool()
-        a, b = a[keep], b[keep]
+        skip = ignore.reshape(-1).bool()
+        a, b = a.masked_fill(skip, -1), b.masked_fill(skip, -1)  # -1: counted for no class
     count_a = _class_histogram(a, num_classes)
     count_b = _class_histogram(b, num_classes)
-    inter = _class_histogram(a[a == b], num_classes)
+    inter = _class_histogram(torch.where(a == b, a, -1), num_classes)
     return inter, count_a + count_b - inter
 
 
 def _class_histogram(ids: torch.Tensor, num_classes: int) -> torch.Tensor:
-    in_range = ids[(ids >= 0) & (ids < num_classes)]
-    return torch.bincount(in_range, minlength=num_classes).long()
+    """Pixels per class id in ``[0, num_classes)``; other ids count for none. A scatter-add into
+    fixed slots, not boolean indexing and bincount, whose output sizes make a GPU wait."""
+    slots = torch.where((ids >= 0) & (ids < num_classes), ids, num_classes)
+    counts = torch.zeros(num_classes + 1, dtype=torch.long, device=ids.device)
+    return counts.scatter_add_(0, slots, torch.ones_like(slots))[:num_classes]
 
 
 def inconsistency(intersection: torch.Tensor, union: torch.Tensor) -> torch.Tensor:

@@ -127,7 +127,11 @@ def gaussian_blur(
     apply = uniform((1,), generator, torch.device("cpu")).item() < p
     if not apply:
         return img
-    sigma = low + (high - low) * uniform((img.shape[0] if sigma_per_image else 1, 1), generator, img.device)
+    # σ stays where it is drawn (the generator's device): kornia checks σ > 0 there and copies it
+    # to the image's device without waiting, where a σ on the GPU would be read back (a sync)
+    sigma = low + (high - low) * uniform(
+        (img.shape[0] if sigma_per_image else 1, 1), generator, generator.device
+    )
     sigma = sigma.expand(img.shape[0], 1)
     kernel = (blur_kernel_size(img.shape[2]), blur_kernel_size(img.shape[3]))
     return kornia.filters.gaussian_blur2d(img, kernel, sigma.expand(-1, 2).float())
