@@ -65,7 +65,7 @@ def available_cases(setup: TrainSetup) -> list[str]:
 def train_case(case: str, setup: TrainSetup, precision: str, device: torch.device, reps: int) -> dict:
     _precision(precision)
     torch.manual_seed(0)
-    exp = experiment_dict("duda" if case.startswith("duda") else case, setup, precision == "bf16")
+    exp = experiment_dict(case, setup, precision == "bf16")
     exp["train"]["device"] = device.type
     cfg = config_from_dict(exp)
     method = build_method(cfg, setup.num_classes, device)

@@ -59,3 +59,41 @@ def test_every_python_float_spelling_is_a_number():
     assert from_dict(Outer, {"iters": 4e4}).iters == 40000  # an integral float for an int key
     with pytest.raises(ConfigError, match="iters: expected an integer"):
         from_dict(Outer, {"iters": 2.5})
+
+
+def test_an_extensible_section_takes_fields_registered_from_above():
+    from typing import ClassVar
+
+    from duda.config_base import Composed, Extensible, annotated_yaml, field_names
+
+    @dataclass
+    class Inner:
+        k: int = 1  # an inner key
+
+    @dataclass(eq=False, repr=False)
+    class Open(Extensible):
+        extensions_before: ClassVar[str] = "last"
+        first: str = "a"  # declared first
+        last: int = 0  # declared last
+
+    Open.extend("extra", Inner, Inner, comment="registered from above", owner="tests")
+    assert field_names(Open) == ["first", "extra", "last"]
+    assert Open().extra == Inner() and Open() == Open() and Open() != from_dict(Open, {"extra": {"k": 2}})
+    obj = from_dict(Open, {"first": "b", "extra": {"k": 3}})
+    assert to_dict(obj) == {"first": "b", "extra": {"k": 3}, "last": 0}
+    assert repr(obj).endswith("Open(first='b', extra=" + repr(Inner(3)) + ", last=0)")
+    with pytest.raises(ConfigError, match=r"unknown key 'x.nope'; allowed here: extra, first, last"):
+        from_dict(Open, {"nope": 1}, prefix="x")
+    with pytest.raises(ConfigError, match=r"extra.k: expected an integer, got 'z'") as info:
+        from_dict(Open, {"extra": {"k": "z"}})
+    assert info.value.key == "extra.k"
+    text = annotated_yaml(obj, Composed({}, {}))
+    assert (
+        text.splitlines()[1].rstrip()
+        == "extra:                                        # registered from above"
+    )
+    assert "k: 3" in text and "# default | an inner key" in text
+    Open.describe("first", "described from above")
+    assert "# default | described from above" in annotated_yaml(obj, Composed({}, {})).splitlines()[0]
+    with pytest.raises(ValueError, match="already declared by the section itself"):
+        Open.extend("first", str, str)

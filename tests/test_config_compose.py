@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from duda.cli import main
-from duda.config import config_from_dict, load_config, show_config, to_dict
+from duda.config import to_dict
 from duda.config_base import compose_yaml, yaml_load
 from duda.errors import ConfigError
+from duda.methods import config_from_dict, load_config, show_config
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ("gta2cs", "syn2cs", "cs2acdc", "cs2darkzurich")
@@ -272,8 +273,9 @@ def test_shipped_configs_resolve_by_name_from_any_folder(tmp_path, monkeypatch, 
     from pathlib import Path
 
     from duda.cli import main
-    from duda.config import load_config, packaged_configs_dir, resolve_config_path
+    from duda.config import packaged_configs_dir, resolve_config_path
     from duda.config_base import to_dict
+    from duda.methods import load_config
 
     repo_file = Path(__file__).resolve().parents[1] / "configs" / "gta2cs" / "duda_mitb5_mitb0.yaml"
     expected = to_dict(load_config(str(repo_file)))
@@ -292,3 +294,18 @@ def test_shipped_configs_resolve_by_name_from_any_folder(tmp_path, monkeypatch, 
     listed = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("(")]
     assert "gta2cs/duda_mitb5_mitb0" in listed and not any(x.startswith("_base_") for x in listed)
     assert len(listed) == 64
+
+
+def test_configs_are_only_built_with_the_methods_checks_registered():
+    """duda.config sits below the methods: without them (a fresh interpreter that imported only
+    duda.config) building a config is an error naming what to import, never an unchecked config;
+    duda.load_config registers them itself."""
+    import subprocess
+
+    leaf = str(ROOT / "configs" / "gta2cs" / "duda_mitb5_mitb0.yaml")
+    bare = f"import duda.config as c; c.load_config({leaf!r})"
+    done = subprocess.run([sys.executable, "-c", bare], capture_output=True, text=True)
+    assert done.returncode != 0 and "import duda.methods first" in done.stderr
+    public = f"import duda; print(duda.load_config({leaf!r}).method.duda.stage1_iters)"
+    done = subprocess.run([sys.executable, "-c", public], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == str(load_config(leaf).method.duda.stage1_iters)

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from duda.config import load_config
 from duda.errors import ConfigError
+from duda.methods import load_config
 from duda.models import list_models
 
 ROOT = Path(__file__).resolve().parents[1]

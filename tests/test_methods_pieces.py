@@ -4,7 +4,7 @@ large student to its base method."""
 import pytest
 import torch
 
-from duda.config import UDAConfig
+from duda.methods.sections import UDAConfig
 from duda.methods.self_training import mixed_batch, pseudo_labels
 
 

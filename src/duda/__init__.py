@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from duda._version import __version__
 
 _EXPORTS = {
     "load_model": "duda.api",
@@ -22,7 +22,7 @@ _EXPORTS = {
     "train": "duda.api",
     "build_model": "duda.models.factory",
     "list_models": "duda.models.factory",
-    "load_config": "duda.config",
+    "load_config": "duda.methods.experiment",
     "save_png": "duda.evaluation.visualize",
 }
 
@@ -39,8 +39,8 @@ __all__ = [
 
 if TYPE_CHECKING:
     from duda.api import Segmenter, load_model, train
-    from duda.config import load_config
     from duda.evaluation.visualize import save_png
+    from duda.methods.experiment import load_config
     from duda.models.factory import build_model, list_models
 
 

@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from duda import __version__
+from duda._version import __version__
 from duda.errors import DudaError
 
 # Order is the order shown by `duda --help`.

@@ -1,31 +1,51 @@
 """The experiment configuration: one typed tree, loaded from YAML, overridable with ``--set``.
 
-Sections: ``model`` (the network that is trained and shipped; for DUDA the small student),
-``data``, ``method`` (a registered method's name and the switches it reads), ``optim``,
-``train``. Every key is documented by its comment here and in the annotated configs under
-``configs/``. Unknown keys and wrong types are errors naming the key (``duda.config_base``).
-A config file may name base files (``_base_: [FILE, ...]``) that it is merged over;
-:func:`show_config` prints the merged result with the file that set each key.
+Sections: ``model`` (the network that is trained and shipped; for a distilling method the small
+student), ``data``, ``method`` (a registered method's name and the sections it declares, see
+:class:`MethodConfig`), ``optim``, ``train``. Every key is documented by its comment (here, or
+beside the method that declares it) and in the annotated configs under ``configs/``. Unknown
+keys and wrong types are errors naming the key (``duda.config_base``). A config file may name
+base files (``_base_: [FILE, ...]``) that it is merged over; :func:`show_config` prints the
+merged result with the file that set each key.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from duda.config_base import (
     OVERRIDE,
     Composed,
+    Extensible,
     annotated_yaml,
     apply_overrides,
     compose_yaml,
     from_dict,
     to_dict,
 )
-from duda.data.datasets import DatasetConfig
 from duda.errors import ConfigError
+
+DatasetType = Literal["gta", "synthia", "cityscapes", "acdc", "darkzurich", "folder"]
+DATASET_TYPES: tuple[str, ...] = ("gta", "synthia", "cityscapes", "acdc", "darkzurich", "folder")
+
+
+@dataclass
+class DatasetConfig:
+    """Which dataset to read. ``resize`` None → the reader's default (W, H) keep-ratio target."""
+
+    type: DatasetType
+    root: str
+    split: str = "train"
+    conditions: list[str] | None = None  # acdc: subset of fog, night, rain, snow (None = all)
+    time: str = "night"  # darkzurich: day, night or twilight
+    resize: tuple[int, int] | None = None
+    images: str | None = None  # folder: image folder (default ROOT/images)
+    labels: str | None = None  # folder: label folder (default ROOT/labels if it exists)
+    classes_file: str | None = None  # folder: class list (default ROOT/classes.{yaml,yml,json} if present)
 
 
 @dataclass
@@ -60,109 +80,18 @@ class DataConfig:
     # pixels of the original target image excluded from pseudo-labels; null = none
 
 
-@dataclass
-class UDAConfig:
-    """Switches of the EMA self-training methods (DAFormer, MIC; also DUDA's base)."""
+@dataclass(eq=False, repr=False)
+class MethodConfig(Extensible):
+    """The method and the settings it reads. Besides ``name`` and ``options``, its keys are the
+    sections the registered methods declare (:meth:`Extensible.extend`; ``duda.methods`` registers
+    those of duda's own methods), placed before ``options``."""
 
-    alpha: float = 0.999  # EMA factor; alpha_t = min(1 - 1/(t+1), alpha)
-    pseudo_threshold: float = 0.968  # confidence for the pseudo-label weight q
-    pseudo_weight_per_image: bool = False  # q per image (reference: one scalar per batch)
-    # how q is computed: "threshold" (reference) or "confidence" = mean max-probability, which
-    # needs no threshold (for teachers trained from scratch, whose confidence rarely reaches 0.968)
-    pseudo_weighting: Literal["threshold", "confidence"] = "threshold"
-    ignore_top: int = 15  # DAFormer: pseudo-label weight 0 in the top rows of the crop
-    ignore_bottom: int = 120  # ... and the bottom rows (Cityscapes ego car); 0 to disable
-    mix: Literal["class", "none"] = "class"  # ClassMix of source into target
-    color_jitter_p: float = 0.8  # share of iterations with colour jitter
-    color_jitter_strength: float = 0.2  # brightness, contrast, saturation, hue
-    blur_p: float = 0.5  # share of iterations with Gaussian blur
-    fd_weight: float = 0.005  # ImageNet feature distance; 0 disables
-    fd_thing_classes: tuple[int, ...] = (6, 7, 11, 12, 13, 14, 15, 16, 17, 18)
-    fd_min_ratio: float = 0.75  # a cell counts if its thing class covers this share
-    # MIC (masked image consistency); used when method.name is mic or duda with base mic
-    mask_block_size: int = 32  # px per mask block (64 for 1024 crops)
-    mask_ratio: float = 0.7  # share of blocks zeroed
-    mask_weight: float = 1.0  # loss weight of the masked-image CE
-    mask_mode: Literal["separatetrgaug", "separate"] = "separatetrgaug"
+    extensions_before: ClassVar[str] = "options"
+    #: the method a config without ``method.name`` runs (set by the methods layer)
+    default_name: ClassVar[str] = ""
 
-
-@dataclass
-class HRDAConfig:
-    """HRDA's multi-resolution networks (methods hrda, mic_hrda, and duda with such a base);
-    defaults = the published GTA→Cityscapes HRDA config (1024×1024 training crops)."""
-
-    scales: tuple[float, float] = (0.5, 1.0)  # (context, detail) scale of the training crop
-    hr_crop_size: tuple[int, int] = (512, 512)  # (H, W) detail crop inside the crop; HR window at test
-    crop_coord_divisible: int = 8  # detail-crop offsets are multiples of this (stride 4 x ratio 2)
-    hr_slide_inference: bool = True  # test: the detail branch slides hr_crop_size windows
-    hr_slide_overlapping: bool = True  # ... with a stride of half the window
-    attention_classwise: bool = True  # one scale-attention map per class (else one for all)
-    hr_loss_weight: float = 0.1  # weight of the detail-crop loss; the fused loss gets 1 - hr - lr
-    lr_loss_weight: float = 0.0  # weight of the context loss
-    fixed_attention: float | None = None  # a constant attention instead of the learned head
-    feature_scale: float | Literal["all"] = 0.5  # ImageNet feature distance on the context scale
-    blur_hr_crop: bool = False  # ablation: the detail branch sees a blurred (down-up) crop
-    attention_channels: int | None = None  # width of the attention head; null = the head's width
-
-
-@dataclass
-class TeacherSpec:
-    checkpoint: str  # a training checkpoint (.pt), a deploy folder or a published mmseg latest.pth
-    network: str = "teacher"  # which network in the checkpoint (mmseg: teacher = ema_model.*)
-    weight: float = 1.0  # weight in the fused probability
-
-
-@dataclass
-class DUDAConfig:
-    """DUDA (method.md Part C)."""
-
-    large: ModelConfig = field(default_factory=ModelConfig)  # T and L architecture
-    # start L and T from trained weights instead of large.pretrained (ImageNet backbone only):
-    # - a published DAFormer / MIC (mmseg) latest.pth, or a folder holding one: L <- its model.*
-    #   network (the one the reference evaluates); T <- its ema_model.* when the file has one,
-    #   else T = a copy of L. HRDA / MIC(HRDA) files fit an HRDA large (method.base hrda|mic_hrda).
-    # - a duda deploy folder, training checkpoint or run folder: L <- its shipped network, T = L.
-    # The weights must fit `large` (name, arch, classes; checked, the error names both). The EMA
-    # schedule still starts at step 0, so T follows L closely in the first steps. null = off.
-    large_init: str | None = None
-    stage1_iters: int = 40000  # pre-adaptation; stage 2 lasts train.iters - stage1_iters
-    distill: Literal["linear", "sigmoid", "constant"] = "linear"  # gradual distillation lambda(t)
-    distill_ramp: float = 0.5  # lambda reaches 1 after this share of stage 1
-    finetune_mix: bool = True  # stage 2 trains S on ClassMix images labelled by the teachers
-    inconsistency: bool = True  # stage 2 per-class weights 1 + gamma * I'_c
-    gamma: float = 1.0
-    inconsistency_refresh: int = 0  # recompute every K iterations of stage 2; 0 = once
-    inconsistency_images: int = 0  # target images used to compute I_c; 0 = the whole set
-    teachers: list[TeacherSpec] = field(default_factory=list)  # extra frozen teachers (multi-teacher)
-    stage1_teacher_weight: float = 1.0  # weight of the stage-1 teacher T in the fusion; 0 = drop it
-    # project defaults (docs/method.md 7, docs/ablation.md); the paper's DUDA: kd_weight 0,
-    # stage2_lr_restart 0
-    kd_weight: float = 1.0  # soft KD (temperature-scaled KL, T -> S on target); 0 = off
-    kd_temperature: float = 1.0
-    kd_stages: Literal["both", "stage2"] = "stage2"  # where soft KD applies (stage 1: times lambda)
-    # stage 2 (project options; the paper's stage 2 is: hard fused labels, the same source weight,
-    # S's single poly schedule running on across the stage boundary)
-    stage2_targets: Literal["hard", "soft"] = "hard"  # ClassMix target pixels: argmax or fused probs
-    stage1_targets: Literal["hard", "soft"] = "hard"  # stage-1 mixed target pixels: argmax or probs
-    stage2_source_weight: float = 1.0  # weight of S's source CE in stage 2
-    # 0: S's learning rate follows one warm-up + poly schedule over all train.iters; > 0: it
-    # restarts at stage 2 at this multiple of optim.lr and decays (poly) to 0 at the end
-    stage2_lr_restart: float = 1.0
-    # S's input scale: S resizes every image it is given by this factor first (in training, in
-    # evaluation and as shipped), e.g. 0.5 for a single-resolution small student under a
-    # multi-resolution (HRDA) teacher on 1024 crops; its logits are upsampled to the labels
-    small_input_scale: float = 1.0
-
-
-@dataclass
-class MethodConfig:
-    # a registered method (`duda config methods`): source_only, daformer, mic, hrda, mic_hrda,
-    # duda, or one of your own (duda --import MODULE)
-    name: str = "daformer"
-    base: str = "daformer"  # DUDA's base: the method L trains with (daformer, mic, hrda, mic_hrda)
-    uda: UDAConfig = field(default_factory=UDAConfig)
-    duda: DUDAConfig = field(default_factory=DUDAConfig)
-    hrda: HRDAConfig = field(default_factory=HRDAConfig)
+    # a registered method (`duda config methods`) or one of your own (duda --import MODULE)
+    name: str = field(default_factory=lambda: MethodConfig.default_name)
     options: dict[str, Any] = field(default_factory=dict)  # a method of your own's settings
 
 
@@ -213,13 +142,42 @@ class ExperimentConfig:
             raise ConfigError(f"train.iters must be positive, got {self.train.iters}")
 
 
-def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
-    """Build the config; ``model`` (with its ``name``) is required: defaulting the trained network
-    would silently train (and write checkpoints of) a large MiT-B5."""
-    cfg = from_dict(ExperimentConfig, data)
-    from duda.methods.registry import method_class  # the method's own checks (imports torch)
+#: a check of a whole experiment config: (the config, the dict it was built from) -> None or a
+#: ConfigError naming the key
+ConfigCheck = Callable[[ExperimentConfig, dict[str, Any]], None]
+_CHECKS: list[ConfigCheck] = []
 
-    method_class(cfg.method.name).check_config(cfg)
+
+def register_config_check(check: ConfigCheck) -> ConfigCheck:
+    """Run ``check`` on every config :func:`config_from_dict` builds, after those registered
+    before it. The layers above register theirs on import (``duda.methods``: the method's own
+    checks, the model names and architectures); registering one again is a no-op."""
+    if check not in _CHECKS:
+        _CHECKS.append(check)
+    return check
+
+
+def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
+    """Build the config and run the registered checks (:func:`register_config_check`).
+
+    The method sections and the checks come from ``duda.methods``, which must be imported first
+    (``duda.methods.config_from_dict`` does it); without them this is an error, never a config
+    that was not checked."""
+    if not _CHECKS:
+        raise ConfigError(
+            "duda.config.config_from_dict: no config checks are registered (nor the methods' config "
+            "sections); import duda.methods first, or call duda.methods.config_from_dict / "
+            "duda.load_config, which do"
+        )
+    cfg = from_dict(ExperimentConfig, data)
+    for check in _CHECKS:
+        check(cfg, data)
+    return cfg
+
+
+def require_model(data: dict[str, Any]) -> None:
+    """``model`` (with its ``name``) is required: defaulting the trained network would silently
+    train (and write checkpoints of) a large MiT-B5."""
     model = data.get("model")
     if not isinstance(model, dict) or "name" not in model:
         what = "section 'model'" if not isinstance(model, dict) else "key 'model.name'"
@@ -227,23 +185,6 @@ def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
             f"missing required {what}: the network to train, e.g. model: {{name: daformer_mitb0}} "
             "(`duda models` lists the names)"
         )
-    for key, model_cfg in (("model", cfg.model), ("method.duda.large", cfg.method.duda.large)):
-        if model_cfg.arch:  # checked against the model's architecture fields (imports torch)
-            from duda.models.factory import resolve_arch
-
-            resolve_arch(model_cfg.name, model_cfg.arch, prefix=f"{key}.arch")
-        if model_cfg.checkpointing:
-            from duda.models.factory import recipe
-
-            backbone = recipe(model_cfg.name).backbone
-            if backbone != "mit":
-                error = ConfigError(
-                    f"{key}.checkpointing: activation checkpointing is for MiT encoders; model "
-                    f"{model_cfg.name!r} has a {backbone} backbone"
-                )
-                error.key = f"{key}.checkpointing"
-                raise error
-    return cfg
 
 
 def packaged_configs_dir() -> Path:
@@ -313,19 +254,20 @@ def show_config(path: str, overrides: list[str] | None = None) -> str:
 
 
 __all__ = [
+    "DATASET_TYPES",
+    "ConfigCheck",
     "DataConfig",
-    "DUDAConfig",
+    "DatasetConfig",
     "ExperimentConfig",
-    "HRDAConfig",
     "MethodConfig",
     "ModelConfig",
     "OptimConfig",
     "RCSConfig",
-    "TeacherSpec",
     "TrainConfig",
-    "UDAConfig",
     "compose_config",
     "config_from_dict",
+    "register_config_check",
+    "require_model",
     "load_config",
     "show_config",
     "to_dict",

@@ -20,7 +20,7 @@ import tokenize
 import types
 import typing
 from collections.abc import Callable
-from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
@@ -84,27 +84,9 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if tp is Any:
         return value
     if origin is Annotated:
-        value = _convert(value, get_args(tp)[0], key)
-        for check in tp.__metadata__:
-            if isinstance(check, Check) and not check.test(value):
-                raise ConfigError(f"{key}: expected {check.expected}, got {value!r}")
-        return value
+        return _convert_annotated(value, tp, key)
     if origin in (Union, types.UnionType):
-        errors = []
-        args = get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        if len(options) == 1:  # X | None: X's own error says more (e.g. which key of a section)
-            return _convert(value, options[0], key)
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(value, arg, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        return _convert_union(value, tp, key)
     if origin is Literal:
         if value not in get_args(tp):
             raise ConfigError(f"{key}: expected one of {_type_name(tp)}, got {value!r}")
@@ -116,45 +98,185 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a mapping for {tp.__name__}, got {value!r}")
         return from_dict(tp, value, prefix=key)
     if origin in (list, tuple):
-        args = get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            item = args[0] if args and (origin is list or args[-1] is Ellipsis) else None
-            what = f"a list of {_PLURAL[item]}" if item in _PLURAL else f"a list ({_type_name(tp)})"
-            raise ConfigError(f"{key}: expected {what}, got {value!r}")
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(args) != len(value):
-                raise ConfigError(f"{key}: expected {len(args)} values ({_type_name(tp)}), got {value!r}")
-            pairs = enumerate(zip(value, args, strict=True))
-            return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in pairs)
-        item = args[0] if args else Any
-        out = [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-        return tuple(out) if origin is tuple else out
+        return _convert_sequence(value, tp, key)
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         kt, vt = get_args(tp) or (Any, Any)
         return {_convert(k, kt, key): _convert(v, vt, f"{key}.{k}") for k, v in value.items()}
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, float) and value.is_integer():  # 4e4, 40000.0
-            return int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
+    if tp in _SCALARS:
+        return _SCALARS[tp](value, key)
     if isinstance(tp, type) and not isinstance(value, tp):
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
     return value
+
+
+def _convert_annotated(value: Any, tp: Any, key: str) -> Any:
+    value = _convert(value, get_args(tp)[0], key)
+    for check in tp.__metadata__:
+        if isinstance(check, Check) and not check.test(value):
+            raise ConfigError(f"{key}: expected {check.expected}, got {value!r}")
+    return value
+
+
+def _convert_union(value: Any, tp: Any, key: str) -> Any:
+    args = get_args(tp)
+    if value is None and type(None) in args:
+        return None
+    options = [a for a in args if a is not type(None)]
+    if len(options) == 1:  # X | None: X's own error says more (e.g. which key of a section)
+        return _convert(value, options[0], key)
+    for arg in options:
+        try:
+            return _convert(value, arg, key)
+        except ConfigError:
+            continue
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _convert_sequence(value: Any, tp: Any, key: str) -> Any:
+    origin, args = get_origin(tp), get_args(tp)
+    if not isinstance(value, (list, tuple)):
+        item = args[0] if args and (origin is list or args[-1] is Ellipsis) else None
+        what = f"a list of {_PLURAL[item]}" if item in _PLURAL else f"a list ({_type_name(tp)})"
+        raise ConfigError(f"{key}: expected {what}, got {value!r}")
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        if len(args) != len(value):
+            raise ConfigError(f"{key}: expected {len(args)} values ({_type_name(tp)}), got {value!r}")
+        pairs = enumerate(zip(value, args, strict=True))
+        return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in pairs)
+    item = args[0] if args else Any
+    out = [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    return tuple(out) if origin is tuple else out
+
+
+def _to_float(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    return float(value)
+
+
+def _to_int(value: Any, key: str) -> int:
+    if isinstance(value, float) and value.is_integer():  # 4e4, 40000.0
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    return value
+
+
+def _to_bool(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    return value
+
+
+def _to_str(value: Any, key: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    return value
+
+
+_SCALARS: dict[type, Callable[[Any, str], Any]] = {
+    float: _to_float,
+    int: _to_int,
+    bool: _to_bool,
+    str: _to_str,
+}
+
+
+# --------------------------------------------------------------------------- open sections
+
+
+@dataclasses.dataclass(frozen=True)
+class Extension:
+    """A field that a layer above adds to an :class:`Extensible` config section."""
+
+    name: str
+    type: Any  # the annotation its values are checked against (a class, not a string)
+    default_factory: Callable[[], Any]
+    comment: str = ""  # its meaning, shown by ``duda config show``
+    owner: str = ""  # the module that registered it (error messages name it)
+
+
+class Extensible:
+    """Base of a config dataclass that holds, beside its own fields, fields registered from the
+    layers above it (:meth:`extend`): a section whose contents are declared by whoever reads them
+    (e.g. the sections of the ``method`` config, declared by the methods).
+
+    Registered fields are read, written, compared and shown like declared ones, placed before the
+    declared field named by ``extensions_before`` (after all declared fields when empty). Build
+    such a dataclass with ``@dataclass(eq=False, repr=False)`` so that equality and repr cover
+    them. Each subclass has its own registry."""
+
+    extensions_before: ClassVar[str] = ""
+    _extensions: ClassVar[dict[str, Extension]] = {}
+    _comments: ClassVar[dict[str, str]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._extensions = {}
+        cls._comments = {}
+
+    @classmethod
+    def extend(
+        cls, name: str, tp: Any, default_factory: Callable[[], Any], comment: str = "", owner: str = ""
+    ) -> None:
+        """Add field ``name`` (annotation ``tp``, default ``default_factory()``). Registering the
+        same name again from the same owner replaces it; from another owner is an error."""
+        declared = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+        held = cls._extensions.get(name)
+        if name in declared or (held is not None and held.owner != owner):
+            by = "the section itself" if name in declared else held.owner
+            raise ValueError(f"{cls.__name__}.extend: the field {name!r} is already declared by {by}")
+        cls._extensions[name] = Extension(name, tp, default_factory, comment, owner)
+
+    @classmethod
+    def describe(cls, name: str, comment: str) -> None:
+        """Set the meaning ``duda config show`` prints for field ``name`` (declared or registered)."""
+        cls._comments[name] = comment
+
+    @classmethod
+    def extensions(cls) -> dict[str, Extension]:
+        """The registered fields, in registration order."""
+        return dict(cls._extensions)
+
+    def __post_init__(self) -> None:
+        for ext in self._extensions.values():
+            if ext.name not in self.__dict__:
+                setattr(self, ext.name, ext.default_factory())
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in field_names(self))
+
+    __hash__ = None  # type: ignore[assignment]  (mutable, like a dataclass with eq)
+
+    def __repr__(self) -> str:
+        items = ", ".join(f"{n}={getattr(self, n)!r}" for n in field_names(self))
+        return f"{type(self).__qualname__}({items})"
+
+
+def field_names(obj_or_cls: Any) -> list[str]:
+    """The fields of a config dataclass in order, with the registered fields of an
+    :class:`Extensible` one in their place."""
+    names = [f.name for f in dataclasses.fields(obj_or_cls)]
+    cls = obj_or_cls if isinstance(obj_or_cls, type) else type(obj_or_cls)
+    if not issubclass(cls, Extensible) or not cls._extensions:
+        return names
+    at = names.index(cls.extensions_before) if cls.extensions_before in names else len(names)
+    return [*names[:at], *cls._extensions, *names[at:]]
+
+
+def field_comment(cls: type, name: str) -> str | None:
+    """The meaning of field ``name`` of config dataclass ``cls``: its source comment, or the one
+    registered for it (:meth:`Extensible.describe`, :meth:`Extensible.extend`)."""
+    if isinstance(cls, type) and issubclass(cls, Extensible):
+        if name in cls._comments:
+            return _shorten(cls._comments[name]) or None
+        if name in cls._extensions:
+            return _shorten(cls._extensions[name].comment) or None
+    return field_comments(cls).get(name)
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
@@ -162,25 +284,21 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
     data = dict(data or {})
     hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
+    extensions = cls.extensions() if issubclass(cls, Extensible) else {}
+    unknown = sorted(set(data) - set(fields) - set(extensions))
     if unknown:
         keys = [f"{prefix}.{k}" if prefix else k for k in unknown]
-        exc = ConfigError(
-            f"unknown key {', '.join(map(repr, keys))}; allowed here: {', '.join(sorted(fields))}"
-        )
+        allowed = ", ".join(sorted([*fields, *extensions]))
+        exc = ConfigError(f"unknown key {', '.join(map(repr, keys))}; allowed here: {allowed}")
         exc.key = keys[0]
         raise exc
-    kwargs = {}
-    for name, field in fields.items():
+    kwargs, extra = {}, {}
+    for name in field_names(cls):
         key = f"{prefix}.{name}" if prefix else name
         if name in data:
-            try:
-                kwargs[name] = _convert(data[name], hints[name], key)
-            except ConfigError as exc:
-                if exc.key is None:  # the innermost key that knows it wins
-                    exc.key = key
-                raise
-        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            tp = extensions[name].type if name in extensions else hints[name]
+            (extra if name in extensions else kwargs)[name] = _convert_field(data[name], tp, key)
+        elif name in fields and _required(fields[name]):
             exc = ConfigError(f"missing required key '{key}'")
             exc.key = key
             raise exc
@@ -190,13 +308,28 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
         raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{prefix or cls.__name__}: {exc}") from None
+    for name, value in extra.items():
+        setattr(obj, name, value)
     return obj
+
+
+def _convert_field(value: Any, tp: Any, key: str) -> Any:
+    try:
+        return _convert(value, tp, key)
+    except ConfigError as exc:
+        if exc.key is None:  # the innermost key that knows it wins
+            exc.key = key
+        raise
+
+
+def _required(field: dataclasses.Field) -> bool:
+    return field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
 
 
 def to_dict(obj: Any) -> Any:
     """Plain (YAML/JSON-serialisable) data of a config dataclass."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {name: to_dict(getattr(obj, name)) for name in field_names(obj)}
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):
@@ -398,13 +531,15 @@ def field_comments(cls: type) -> dict[str, str]:
             continue
         match = re.match(r"    (\w+)\s*:", line)
         if match and match.group(1) in names:
-            comment = _trailing_comment(line) or " ".join(above)
-            if len(comment) > 120:
-                comment = comment[:117].rsplit(" ", 1)[0] + " ..."
+            comment = _shorten(_trailing_comment(line) or " ".join(above))
             if comment:
                 out[match.group(1)] = comment
         above = []
     return out
+
+
+def _shorten(comment: str) -> str:
+    return comment[:117].rsplit(" ", 1)[0] + " ..." if len(comment) > 120 else comment
 
 
 def _trailing_comment(line: str) -> str:
@@ -440,18 +575,17 @@ def annotated_yaml(obj: Any, composed: Composed, width: int = 44) -> str:
                 rows.append((f"{indent}{key}: {_flow(to_dict(item))}", note(here, None)))
 
     def section(value: Any, path: tuple[str, ...], indent: str) -> None:
-        comments = field_comments(type(value))
-        for f in dataclasses.fields(value):
-            item, here = getattr(value, f.name), (*path, f.name)
-            meaning = comments.get(f.name)
+        for name in field_names(value):
+            item, here = getattr(value, name), (*path, name)
+            meaning = field_comment(type(value), name)
             if dataclasses.is_dataclass(item) or (isinstance(item, dict) and item):
-                rows.append((f"{indent}{f.name}:", meaning or ""))
+                rows.append((f"{indent}{name}:", meaning or ""))
                 if isinstance(item, dict):
                     mapping(item, here, indent + "  ")
                 else:
                     section(item, here, indent + "  ")
             else:
-                rows.append((f"{indent}{f.name}: {_flow(to_dict(item))}", note(here, meaning)))
+                rows.append((f"{indent}{name}: {_flow(to_dict(item))}", note(here, meaning)))
 
     section(obj, (), "")
     lines = []

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from duda.commands.bench import NOTES_MARKER, options_from_args, write_report
-from duda.config import config_from_dict
 from duda.deploy import bench as B
 from duda.deploy.bench_report import BenchOptions, render_markdown, train_findings
 from duda.errors import ConfigError, DudaError
+from duda.methods import config_from_dict
 
 TINY = B.TrainSetup(
     large="daformer_mit_tiny", small="segformer_mit_tiny", crop=(32, 32), batch=2, num_classes=19

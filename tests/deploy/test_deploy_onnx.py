@@ -9,9 +9,9 @@ from PIL import Image
 
 from duda import cli
 from duda.deploy import onnx_export
-from duda.deploy.onnx_export import ExportCheckError, export_onnx, load_onnx_model
+from duda.deploy.onnx_export import ExportCheckError, export_onnx
 from duda.errors import CheckpointError, DudaError
-from duda.loading import load_inference_model, save_deploy_model
+from duda.inference import load_inference_model, load_onnx_model, save_deploy_model
 from duda.models import build_model
 from tiny_meta import CLASSES, META
 

@@ -13,7 +13,7 @@ from duda import cli
 from duda.deploy import bench as B
 from duda.deploy import quantize as Q
 from duda.deploy.bench_report import inference_table, quick_options
-from duda.loading import load_inference_model, save_deploy_model
+from duda.inference import load_inference_model, save_deploy_model
 from duda.models import build_model
 
 CLASSES = ["road", "sky", "car"]

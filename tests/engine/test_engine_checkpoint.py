@@ -4,7 +4,7 @@ import torch
 
 from duda.engine.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from duda.errors import CheckpointError
-from duda.loading import load_inference_model, save_deploy_model
+from duda.inference import load_inference_model, save_deploy_model
 from duda.models import build_model
 
 

@@ -18,7 +18,7 @@ from tinyrun import tiny_config, write_config
 from duda.config import config_from_dict
 from duda.engine.checkpoint import list_checkpoints, load_checkpoint
 from duda.engine.trainer import NonFiniteLossError, train
-from duda.loading import load_inference_model
+from duda.inference import load_inference_model
 
 pytestmark = pytest.mark.slow
 

@@ -31,7 +31,7 @@ import yaml
 from PIL import Image
 from tinyrun import tiny_config, write_config
 
-from duda import loading
+from duda import inference
 from duda.cli import main
 from duda.config import TrainConfig, config_from_dict, load_config
 from duda.engine import checkpoint as ckpt_io
@@ -784,8 +784,8 @@ def test_written_files_follow_the_umask(ref_run, synth_root, tmp_path, capsys):
         root = unprepared_copy(synth_root, tmp_path / "ds")
         assert cli(capsys, "prepare", "gta", root, "--no-progress")[0] == 0
         save_checkpoint(tmp_path / "ck", 1, {"step": 1})
-        model = loading.load_inference_model(ref_run / "model")
-        loading.save_deploy_model(tmp_path / "m", model.model, {
+        model = inference.load_inference_model(ref_run / "model")
+        inference.save_deploy_model(tmp_path / "m", model.model, {
             "classes": model.classes, "palette": model.palette, "mean": model.mean, "std": model.std,
             "resize": model.resize,
         })  # fmt: skip
@@ -808,7 +808,7 @@ def test_written_files_follow_the_umask(ref_run, synth_root, tmp_path, capsys):
 
 
 def test_large_images_are_labelled_in_bounded_pieces_with_identical_labels():
-    from duda.evaluation.inference import argmax_upsampled, infer_slide, slide_labels, upsample_logits
+    from duda.inference.modes import argmax_upsampled, infer_slide, slide_labels, upsample_logits
     from duda.models import build_model
 
     torch.manual_seed(0)

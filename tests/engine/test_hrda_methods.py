@@ -15,7 +15,7 @@ from duda.config import config_from_dict
 from duda.engine.checkpoint import list_checkpoints, load_checkpoint
 from duda.engine.trainer import train
 from duda.errors import ConfigError
-from duda.loading import load_inference_model
+from duda.inference import load_inference_model
 from duda.methods import StepContext, build_method
 from duda.models.hrda import HRDAModel, crop
 from duda.models.segmentor import SegmentationModel

@@ -11,10 +11,9 @@ import torch
 from tinyrun import tiny_config, write_config
 
 from duda.cli import main
-from duda.config import config_from_dict
 from duda.engine.memory import alloc_size, plan_config
 from duda.errors import ConfigError
-from duda.methods import build_method
+from duda.methods import build_method, config_from_dict
 from duda.models import build_model
 from duda.models.mit import MiTBackbone, set_checkpointing
 

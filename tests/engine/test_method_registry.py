@@ -8,9 +8,16 @@ import pytest
 from tinyrun import tiny_config, write_config
 
 from duda.cli import main
-from duda.config import config_from_dict
 from duda.errors import ConfigError
-from duda.methods import Method, method_class, method_names, network_specs, register_method, registry
+from duda.methods import (
+    Method,
+    config_from_dict,
+    method_class,
+    method_names,
+    network_specs,
+    register_method,
+    registry,
+)
 
 
 def test_builtin_methods_are_registered_by_name():
@@ -78,7 +85,7 @@ def test_a_method_from_an_outside_module_trains_through_duda_train(synth_root, t
     train_recs = [r for r in records if r["split"] == "train"]
     assert [r["step"] for r in train_recs] == [1, 2, 3] and all(r["entropy"] > 0 for r in train_recs)
     assert json.loads((run / "eval.json").read_text())["student"]["miou"] >= 0
-    from duda.loading import load_inference_model
+    from duda.inference import load_inference_model
 
     assert load_inference_model(run / "model").model_name == "daformer_mit_tiny"
     assert load_inference_model(run, which="student").num_classes == 19  # from its checkpoint
@@ -137,3 +144,48 @@ def test_the_engine_and_the_loader_name_no_method():
     for path in [*sorted((root / "engine").glob("*.py")), root / "loading.py"]:
         hits = [line.strip() for line in path.read_text().splitlines() if pattern.search(line)]
         assert not hits, f"{path.name}: {hits}"
+
+
+def test_a_method_reads_only_registered_sections():
+    class Sectioned(Method):
+        name = "sectioned"
+        sections = ("uda", "nowhere")
+
+    with pytest.raises(ValueError, match=r"Sectioned.sections names \['nowhere'\].*register_section"):
+        register_method(Sectioned)
+
+
+def test_a_method_brings_its_own_config_section(synth_root, tmp_path, monkeypatch):
+    from dataclasses import dataclass
+
+    from duda.config import MethodConfig
+    from duda.config_base import to_dict
+    from duda.methods import register_section
+
+    @dataclass
+    class MineConfig:
+        weight: float = 0.5  # a loss weight
+
+    monkeypatch.setattr(MethodConfig, "_extensions", dict(MethodConfig._extensions))  # undone after
+    register_section("mine", MineConfig)
+    cfg = config_from_dict(tiny_config(synth_root, tmp_path, "daformer", {"method": {"mine": {"weight": 2}}}))
+    assert cfg.method.mine == MineConfig(2.0) and to_dict(cfg.method)["mine"] == {"weight": 2.0}
+    assert list(to_dict(cfg.method))[-2:] == ["mine", "options"]  # registered sections precede options
+    assert MethodConfig().mine == MineConfig()
+    with pytest.raises(ConfigError, match=r"method.mine.weight: expected a number, got 'x'"):
+        config_from_dict(tiny_config(synth_root, tmp_path, "daformer", {"method": {"mine": {"weight": "x"}}}))
+    with pytest.raises(ValueError, match="already declared"):
+        MethodConfig.extend("mine", MineConfig, MineConfig, owner="someone.else")
+
+
+def test_builtin_sections_are_declared_beside_the_methods():
+    from duda.config import MethodConfig
+    from duda.methods.sections import DUDAConfig, HRDAConfig, UDAConfig, section_names
+
+    assert section_names() == ["base", "uda", "duda", "hrda"]
+    method = MethodConfig()
+    assert (method.name, method.base) == ("daformer", "daformer")
+    assert isinstance(method.uda, UDAConfig) and isinstance(method.duda, DUDAConfig)
+    assert isinstance(method.hrda, HRDAConfig)
+    for name in method_names():
+        assert set(method_class(name).sections) <= {*section_names(), "options"}

@@ -22,7 +22,7 @@ from duda.config import config_from_dict
 from duda.engine.checkpoint import list_checkpoints, load_checkpoint
 from duda.engine.trainer import train
 from duda.errors import CheckpointError
-from duda.loading import load_inference_model
+from duda.inference import load_inference_model
 from duda.methods import build_method
 
 pytestmark = pytest.mark.slow
@@ -155,7 +155,7 @@ def test_duda_starts_from_a_published_checkpoint_and_uses_it_as_teacher(synth_ro
 
 
 def test_duda_large_init_from_a_deploy_folder_and_mismatches(synth_root, tmp_path, published):
-    from duda.models.reference_checkpoint import convert_reference_checkpoint
+    from duda.inference.formats.mmseg import convert_reference_checkpoint
 
     convert_reference_checkpoint(published, tmp_path / "deploy")
     cfg = config_from_dict(_duda_cfg(synth_root, tmp_path / "a", {"large_init": str(tmp_path / "deploy")}))

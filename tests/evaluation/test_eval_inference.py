@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from duda.evaluation.inference import infer, infer_slide, infer_whole, iter_windows, window_starts
+from duda.inference.modes import infer, infer_slide, infer_whole, iter_windows, window_starts
 
 
 def pointwise_model(classes: int = 5) -> nn.Module:

@@ -154,3 +154,13 @@ def test_predict_command_parser_documents_every_option():
     assert args.func is command.run_predict and args.crop == [64, 32] and args.which == "student"
     sub = parser._subparsers._group_actions[0].choices["predict"]
     assert all(a.help for a in sub._actions)
+
+
+def test_cli_defaults_are_the_inference_defaults():
+    # duda/commands/predict.py repeats them so that `duda --help` does not import torch
+    from duda.commands import predict as command
+    from duda.inference.image import MAX_WHOLE_PIXELS
+    from duda.inference.options import DEFAULT_CROP, DEFAULT_STRIDE
+
+    assert command.MAX_WHOLE_PIXELS == MAX_WHOLE_PIXELS
+    assert (command.DEFAULT_CROP, command.DEFAULT_STRIDE) == (DEFAULT_CROP, DEFAULT_STRIDE)

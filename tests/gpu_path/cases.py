@@ -455,7 +455,7 @@ def train_duda_multi_teacher(ctx: Context) -> dict:
     weighted), with I'_c refreshed every stage-2 step; L starts from that folder's weights
     (method.duda.large_init)."""
     from duda.data.datasets import build_dataset_from_config
-    from duda.loading import dataset_meta, save_deploy_model
+    from duda.inference import dataset_meta, save_deploy_model
     from duda.models import build_network
 
     cfg = ctx.config("duda_multi_probe", "source_only")
@@ -607,7 +607,7 @@ def segmenter_predicts_on_cuda(ctx: Context) -> dict:
     import numpy as np
 
     import duda
-    from duda.loading import dataset_meta, save_deploy_model
+    from duda.inference import dataset_meta, save_deploy_model
 
     cfg, val, model = _eval_setup(ctx)
     folder = save_deploy_model(ctx.tmp / "segmenter_model", model, dataset_meta(val))

@@ -14,9 +14,9 @@ from safetensors.torch import load_file, save_file
 
 from duda import cli
 from duda.errors import CheckpointError, DudaError
-from duda.loading import load_inference_model, save_deploy_model
+from duda.inference import load_inference_model, save_deploy_model
+from duda.inference.formats import hf as H
 from duda.models import build_model
-from duda.models import hf as H
 from tiny_meta import CLASSES, META
 
 # A tiny MiT with every kind of override: 3 stages, uneven heads, sr 1 in the last stage.

@@ -11,20 +11,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from duda.methods.hrda import hrda_feature_distance, hrda_losses, teacher_logits
 from duda.models import build_model
 from duda.models.hrda import (
     HRDAModel,
     HRDAOutput,
     MultiResSpec,
+    blur_down_up,
     build_hrda_model,
     crop,
     fuse_scales,
     get_crop_box,
-    hrda_feature_distance,
     hrda_from_spec,
-    hrda_losses,
     slide_assemble,
-    teacher_logits,
 )
 from duda.models.segmentor import SegmentationModel
 
@@ -465,7 +464,5 @@ def test_feature_distance_needs_features():
 def test_blur_down_up_by_hand():
     # Down by 0.5 samples columns 0.5 and 2.5 of the ramp [0, 1, 2, 3]; up by 2 samples those at
     # -0.25 (clamped), 0.25, 0.75, 1.25 (clamped): [0.5, 1, 2, 2.5].
-    from duda.models.hrda import blur_down_up
-
     out = blur_down_up(_columns(2, 4))
     assert out[0, 0, 0].tolist() == [0.5, 1.0, 2.0, 2.5]

@@ -247,7 +247,7 @@ def test_input_scale_resizes_inside_the_network_and_survives_a_round_trip(tmp_pa
     import torch.nn.functional as F
 
     from duda.errors import ConfigError
-    from duda.loading import load_inference_model, save_deploy_model
+    from duda.inference import load_inference_model, save_deploy_model
     from duda.models import build_network
 
     torch.manual_seed(0)

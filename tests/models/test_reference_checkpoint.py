@@ -34,9 +34,9 @@ from reference_fakes import (
 )
 
 from duda.errors import CheckpointError, ConfigError
-from duda.loading import load_inference_model
+from duda.inference import load_inference_model
+from duda.inference.formats import mmseg as rc
 from duda.models import build_model, count_parameters
-from duda.models import reference_checkpoint as rc
 from duda.models.factory import RECIPES
 from duda.models.hrda import HRDAModel, MultiResSpec, build_attention_head, build_hrda_model
 

@@ -1,8 +1,15 @@
-"""`duda bench`: inference, training-step and data-loader benchmarks in one report."""
+"""`duda bench`: inference, training-step and data-loader benchmarks in one report.
+
+duda's own modules are imported inside the functions that run the command: ``duda`` imports every
+command module to build its parser, and ``duda.deploy.bench`` imports torch and the methods
+(about 1.4 s), which ``duda --help`` and the other commands must not pay.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 NOTES_MARKER = "<!-- notes: kept when `duda bench` rewrites this file -->"
 
@@ -36,6 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--reps", type=int, default=None, help="timed repetitions per case (default 3; quick 1)"
     )
+    _add_inference_arguments(parser)
+    _add_train_arguments(parser)
+    parser.set_defaults(func=run_bench)
+
+
+def _add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--models", nargs="+", default=None, help="inference models (default B0, R18, B5, R101)"
     )
@@ -51,6 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--backends", nargs="+", default=None, help="inference backends (default: all of torch-fp32, "
         "torch-fp32-cl, torch-bf16, onnx, onnx-noopt, onnx-int8)",
     )  # fmt: skip
+
+
+def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--large", default=None, help="large model of the training cases (default daformer_mitb5)"
     )
@@ -75,16 +91,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--no-profile", action="store_true", help="skip the operator profile of the DAFormer step"
     )
-    parser.set_defaults(func=run_bench)
 
 
 def options_from_args(args: argparse.Namespace):
     """BenchOptions from the defaults (or the quick set) with the given flags applied."""
-    import os
-
     from duda.deploy import bench as B
     from duda.deploy.bench_report import BenchOptions, quick_options
     from duda.errors import DudaError
+    from duda.models.factory import recipe
 
     sections = tuple(args.only) if args.only else ("inference", "train", "loader")
     opts = quick_options(sections) if args.quick else BenchOptions(sections=sections)
@@ -111,8 +125,6 @@ def options_from_args(args: argparse.Namespace):
         opts.bf16_cap_s = args.bf16_cap
     if args.no_profile:
         opts.profile_top = 0
-    from duda.models.factory import recipe
-
     for name in [*opts.inference_models, t.large, t.small]:
         recipe(name)  # ConfigError listing the known names
     return opts
@@ -120,8 +132,6 @@ def options_from_args(args: argparse.Namespace):
 
 def write_report(path: str, markdown: str) -> None:
     """Write ``markdown`` to ``path``, keeping the hand-written notes after the marker."""
-    from pathlib import Path
-
     p = Path(path)
     notes = ""
     if p.is_file():

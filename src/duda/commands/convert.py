@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from duda.errors import DudaError
-    from duda.models.reference_checkpoint import convert_reference_checkpoint
+    from duda.inference.formats.mmseg import convert_reference_checkpoint
 
     resize = tuple(args.resize) if args.resize else "reference"  # the recognised model's (HRDA: 2048 1024)
     if args.resize and min(resize) <= 0:

@@ -82,7 +82,6 @@ def _eval_checkpoint(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from duda.api import load_model
-    from duda.config import load_config
     from duda.data.datasets import build_dataset_from_config
     from duda.engine.distributed import resolve_device
     from duda.engine.trainer import make_eval_loader
@@ -90,6 +89,7 @@ def _eval_checkpoint(args: argparse.Namespace) -> int:
     from duda.evaluation.evaluate import evaluate
     from duda.evaluation.metrics import write_result_json
     from duda.evaluation.visualize import save_png
+    from duda.methods import load_config
 
     cfg = load_config(args.config, args.overrides)
     if cfg.data.val is None:

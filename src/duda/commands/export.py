@@ -147,7 +147,7 @@ def run_hf_export(args: argparse.Namespace) -> int:
 
     from duda.api import load_model
     from duda.errors import DudaError
-    from duda.models.hf import HF_CLASS, export_hf
+    from duda.inference.formats.hf import HF_CLASS, export_hf
 
     onnx_only = {
         "--height": args.height,

@@ -39,14 +39,14 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from duda.config import config_from_dict
+    from duda.checkpoints import latest_checkpoint, load_checkpoint
     from duda.data.datasets import build_dataset_from_config
     from duda.data.loader import EvalSet, build_eval_loader
-    from duda.engine.checkpoint import latest_checkpoint, load_checkpoint
     from duda.engine.distributed import resolve_device
     from duda.errors import CheckpointError, ConfigError
     from duda.evaluation.inconsistency_report import inconsistency_report, plot_report
-    from duda.loading import load_inference_model
+    from duda.inference import load_inference_model
+    from duda.methods import config_from_dict
 
     path = Path(args.checkpoint)
     if path.is_dir():

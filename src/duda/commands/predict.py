@@ -6,8 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-# = duda.evaluation.predict.MAX_WHOLE_PIXELS (not imported: `duda --help` must not load torch)
+# = duda.inference.image.MAX_WHOLE_PIXELS and duda.inference.options.DEFAULT_CROP / DEFAULT_STRIDE
+# (not imported: `duda --help` must not load torch; tests/evaluation/test_eval_predict.py compares)
 MAX_WHOLE_PIXELS = 4096 * 2048
+DEFAULT_CROP = (512, 512)
+DEFAULT_STRIDE = (341, 341)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,32 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="student",
         help="network of a training checkpoint to use: student (default), teacher, large, ...",
     )
-    parser.add_argument(
-        "--mode", choices=("whole", "slide"), default="whole", help="whole-image or sliding-window inference"
-    )
-    parser.add_argument(
-        "--crop", type=int, nargs=2, default=(512, 512), metavar=("H", "W"), help="sliding-window size"
-    )
-    parser.add_argument(
-        "--stride", type=int, nargs=2, default=(341, 341), metavar=("H", "W"), help="sliding-window step"
-    )
-    parser.add_argument(
-        "--scale",
-        type=int,
-        nargs=2,
-        default=None,
-        metavar=("W", "H"),
-        help="keep-ratio test scale overriding the model's own (e.g. 1024 512)",
-    )
-    parser.add_argument(
-        "--no-resize", action="store_true", help="predict at the original image size (no test-scale resize)"
-    )
-    parser.add_argument(
-        "--flip", action="store_true", help="average with the horizontally mirrored prediction"
-    )
-    parser.add_argument(
-        "--bf16", action="store_true", help="bfloat16 autocast (fast on GPUs; very slow on most CPUs)"
-    )
+    _add_inference_arguments(parser)
     parser.add_argument("--alpha", type=float, default=0.5, help="colour weight of the overlay (0..1)")
     parser.add_argument(
         "--device", default="auto", help="torch device: auto (cuda if available), cpu, cuda:0, ..."
@@ -90,6 +68,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Exit status: 0 all images predicted; 1 some images could not be read (listed); 2 an error."
     )
     parser.set_defaults(func=run_predict)
+
+
+def _add_inference_arguments(parser: argparse.ArgumentParser) -> None:
+    """--mode, --crop, --stride, --scale, --no-resize, --flip, --bf16."""
+    parser.add_argument(
+        "--mode", choices=("whole", "slide"), default="whole", help="whole-image or sliding-window inference"
+    )
+    parser.add_argument(
+        "--crop", type=int, nargs=2, default=DEFAULT_CROP, metavar=("H", "W"), help="sliding-window size"
+    )
+    parser.add_argument(
+        "--stride", type=int, nargs=2, default=DEFAULT_STRIDE, metavar=("H", "W"), help="sliding-window step"
+    )
+    parser.add_argument(
+        "--scale",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("W", "H"),
+        help="keep-ratio test scale overriding the model's own (e.g. 1024 512)",
+    )
+    parser.add_argument(
+        "--no-resize", action="store_true", help="predict at the original image size (no test-scale resize)"
+    )
+    parser.add_argument(
+        "--flip", action="store_true", help="average with the horizontally mirrored prediction"
+    )
+    parser.add_argument(
+        "--bf16", action="store_true", help="bfloat16 autocast (fast on GPUs; very slow on most CPUs)"
+    )
 
 
 def run_predict(args: argparse.Namespace) -> int:

@@ -12,10 +12,10 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
+from duda.config import DATASET_TYPES, DatasetConfig, DatasetType  # noqa: F401  (re-exported)
 from duda.data.io import LabelKind, read_image, read_label_ids
 from duda.data.labels import (
     CITYSCAPES,
@@ -490,24 +490,6 @@ class FolderDataset(SegDataset):
 
 
 # ---------------------------------------------------------------------------------------- factory
-
-DatasetType = Literal["gta", "synthia", "cityscapes", "acdc", "darkzurich", "folder"]
-DATASET_TYPES: tuple[str, ...] = ("gta", "synthia", "cityscapes", "acdc", "darkzurich", "folder")
-
-
-@dataclass
-class DatasetConfig:
-    """Which dataset to read. ``resize`` None → the reader's default (W, H) keep-ratio target."""
-
-    type: DatasetType
-    root: str
-    split: str = "train"
-    conditions: list[str] | None = None  # acdc: subset of fog, night, rain, snow (None = all)
-    time: str = "night"  # darkzurich: day, night or twilight
-    resize: tuple[int, int] | None = None
-    images: str | None = None  # folder: image folder (default ROOT/images)
-    labels: str | None = None  # folder: label folder (default ROOT/labels if it exists)
-    classes_file: str | None = None  # folder: class list (default ROOT/classes.{yaml,yml,json} if present)
 
 
 def build_dataset(type: str, root: str | Path, split: str = "train", **kw: object) -> SegDataset:

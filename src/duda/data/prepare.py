@@ -279,12 +279,16 @@ def prepare_dataset(
             bar.close()
         if todo:
             _write_stats(stats_path, entries, names)
-        for key in keys:
-            entry = entries[key]
-            summary.images += 1
-            summary.class_pixels += np.asarray(entry["counts"], dtype=np.int64)
-            summary.total_pixels += int(entry["pixels"])
-            summary.ignored_pixels += int(entry["ignored"])
-            summary.unknown_pixels += int(entry["unknown"])
-            summary.unknown_ids.update(int(u) for u in entry["unknown_ids"])
+        _add_to_summary(summary, [entries[key] for key in keys])
     return summary
+
+
+def _add_to_summary(summary: PrepareSummary, entries: list[dict]) -> None:
+    """Add the images' statistics entries to the totals of ``summary``."""
+    for entry in entries:
+        summary.images += 1
+        summary.class_pixels += np.asarray(entry["counts"], dtype=np.int64)
+        summary.total_pixels += int(entry["pixels"])
+        summary.ignored_pixels += int(entry["ignored"])
+        summary.unknown_pixels += int(entry["unknown"])
+        summary.unknown_ids.update(int(u) for u in entry["unknown_ids"])

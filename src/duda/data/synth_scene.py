@@ -575,10 +575,21 @@ def _tree(cv, st, x, z, rng) -> Callable[[], None]:
 
 
 def place_objects(cv: Canvas, st: Street, rng: np.random.Generator) -> list[tuple[float, Callable[[], None]]]:
-    """Draw the random traffic and street furniture; returns (depth, draw) items."""
+    """Draw the random traffic and street furniture; returns (depth, draw) items.
+
+    The parts draw from ``rng`` in a fixed order (traffic, roadside, people): the scene of a seed
+    depends on it."""
+    items: list[tuple[float, Callable[[], None]]] = []
+    _place_traffic(cv, st, rng, items)
+    _place_roadside(cv, st, rng, items)
+    _place_people(cv, st, rng, items)
+    return items
+
+
+def _place_traffic(cv: Canvas, st: Street, rng: np.random.Generator, items: list) -> None:
+    """Cars, a truck, a bus and a tram in the lanes, not overlapping in a lane."""
     style = cv.style
     cam = st.cam
-    items: list[tuple[float, Callable[[], None]]] = []
     lanes_x = [st.road_left + (k + 0.5) * st.lane_width for k in range(st.lanes)]
     occupied: list[tuple[int, float, float]] = []  # (lane, z0, z1)
 
@@ -605,6 +616,12 @@ def place_objects(cv: Canvas, st: Street, rng: np.random.Generator) -> list[tupl
         vehicle(BUS, 2.55, 3.1, 12.0, (230, 180, 30), (8.0, 50.0))
     if rng.random() < 0.06:  # a tram on the road: rare, as trains in Cityscapes
         vehicle(TRAIN, 2.65, 3.6, 30.0, (200, 40, 40), (7.0, 30.0))
+
+
+def _place_roadside(cv: Canvas, st: Street, rng: np.random.Generator, items: list) -> None:
+    """Parked cars, poles and trees on both sides, and perhaps a junction's traffic lights."""
+    style = cv.style
+    cam = st.cam
     for side, kerb in ((-1, st.road_left), (1, st.road_right)):
         for z in np.arange(rng.uniform(4.0, 9.0), 55.0, 6.0):
             if rng.random() < style.parked_prob:
@@ -625,7 +642,12 @@ def place_objects(cv: Canvas, st: Street, rng: np.random.Generator) -> list[tupl
         z = rng.uniform(10.0, 40.0)
         items.append((z, _pole(cv, st, st.road_left - 0.5, z, rng, "light")))
         items.append((z, _pole(cv, st, st.road_right + 0.5, z, rng, "light")))
-    for _ in range(int(rng.poisson(style.persons_mean))):
+
+
+def _place_people(cv: Canvas, st: Street, rng: np.random.Generator, items: list) -> None:
+    """Pedestrians, riders on two-wheelers near the kerb, parked bicycles on the sidewalk."""
+    cam = st.cam
+    for _ in range(int(rng.poisson(cv.style.persons_mean))):
         z = rng.uniform(4.0, 40.0)
         if rng.random() < 0.15:
             x = rng.uniform(st.road_left, st.road_right)
@@ -649,7 +671,6 @@ def place_objects(cv: Canvas, st: Street, rng: np.random.Generator) -> list[tupl
             else rng.uniform(st.walk_left + 0.3, st.road_left - 0.5)
         )
         items.append((z, _two_wheeler(cv, cam, BICYCLE, x, z, rng, st.min_px)))
-    return items
 
 
 def draw_hood(cv: Canvas, rng: np.random.Generator) -> None:

@@ -38,7 +38,7 @@ def model_stats(
 
 
 def load_network(row: dict, seed_index: int = 0):
-    from duda.loading import load_inference_model
+    from duda.inference import load_inference_model
 
     work = Path(row["work_dirs"][seed_index])
     if row["network"] == "student":
@@ -176,8 +176,8 @@ def prediction_sheet(rows: list[dict], val_root: Path, path: Path, n_images: int
     """Rows: target images; columns: image, ground truth, each model's prediction."""
     from duda.data.datasets import build_dataset
     from duda.data.loader import EvalSet
-    from duda.evaluation.inference import infer_whole
     from duda.evaluation.visualize import colorize, make_grid, save_png
+    from duda.inference.modes import infer_whole
 
     dataset = build_dataset("cityscapes", val_root, "val")
     eval_set = EvalSet(dataset)
@@ -230,12 +230,12 @@ def write_report(rows: list[dict], out: Path, val_root: Path, domain: str, comma
 def figure_4a(rows: list[dict], path: Path) -> Path | None:
     """The paper's Fig. 4a on seed 0's DUDA run: I'_c between T and S at the end of stage 1 (the
     weights stage 2 starts from) beside their true per-class IoU gap on the labelled val split."""
-    from duda.config import config_from_dict
+    from duda.checkpoints import load_checkpoint
     from duda.data.datasets import build_dataset_from_config
     from duda.data.loader import EvalSet, build_eval_loader
-    from duda.engine.checkpoint import load_checkpoint
     from duda.evaluation.inconsistency_report import inconsistency_report, plot_report
-    from duda.loading import load_inference_model
+    from duda.inference import load_inference_model
+    from duda.methods import config_from_dict
 
     duda = next((r for r in rows if r["run"] == "duda" and r["network"] == "student"), None)
     if duda is None:

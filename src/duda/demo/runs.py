@@ -20,15 +20,29 @@ no DUDA run.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import multiprocessing as mp
+import os
+import shutil
+import signal
 import time
+import traceback
 from dataclasses import dataclass, field
+from multiprocessing.connection import wait
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from duda.errors import ConfigError, StoppedBySignal
+from duda import log as logs
+from duda.data.prepare import prepare_dataset
+from duda.data.synth import generate_benchmark
+from duda.demo.pretrained import DEMO_ENCODERS, missing_keys, pretrain_in_parallel, weights_for
+from duda.engine.trainer import train
+from duda.errors import ConfigError, DudaError, StoppedBySignal
 from duda.log import info
+from duda.methods import load_config, network_specs
 
 BENCH_SEED = 0  # the benchmark's seed: fixed before any method was run on it (docs/benchmark.md)
 DOMAINS = ("real", "night", "fog")
@@ -91,8 +105,6 @@ def prepare_data(
     data_dir: Path, domain: str, scale: DemoScale, workers: int = 1, log=info
 ) -> dict[str, Path]:
     """Generate (or reuse) the benchmark and convert its labels to trainIds."""
-    from duda.data.prepare import prepare_dataset
-    from duda.data.synth import generate_benchmark
 
     t0 = time.perf_counter()
     roots = generate_benchmark(
@@ -162,7 +174,6 @@ BASELINES = (
 def _models(cfg) -> list:
     """The model config objects of a run's networks, each once (the method declares them);
     :func:`ensure_pretrained` points their encoders at weights in place."""
-    from duda.methods import network_specs
 
     models: list = []
     for spec in network_specs(cfg).values():
@@ -183,7 +194,6 @@ def arch_text(arch: dict) -> str:
 def ensure_pretrained(cfg, cache_dir: Path, log=info) -> float:
     """Point every ``duda:KEY`` encoder of ``cfg`` at usable weights: the shipped file when it is
     there and up to date, else one pretrained now into ``cache_dir``. Returns seconds spent."""
-    from duda.demo.pretrained import DEMO_ENCODERS, weights_for
 
     spent = 0.0
     for m in _models(cfg):
@@ -204,7 +214,6 @@ def ensure_pretrained(cfg, cache_dir: Path, log=info) -> float:
 
 
 def run_config(variant: Variant, roots: dict[str, Path], domain: str, out: Path, seed: int, scale: DemoScale):
-    from duda.config import load_config
 
     tgt = roots[domain]
     oracle = variant.config == "oracle"
@@ -225,9 +234,6 @@ def run_config(variant: Variant, roots: dict[str, Path], domain: str, out: Path,
 def default_jobs() -> int:
     """Runs trained at once: each run uses one compute thread (and a loader process that is
     mostly idle), so one per core on a CPU; one at a time on a GPU."""
-    import os
-
-    import torch
 
     if torch.cuda.is_available():
         return 1
@@ -271,25 +277,45 @@ def run_demo(
     t_data = time.perf_counter()
     roots = prepare_data(data_dir, domain, scale, log=log)
     timing["data"] = time.perf_counter() - t_data
-    tasks: list[_Task] = []
     cfgs = [
         (seed, variant, run_config(variant, roots, domain, out, seed, scale))
         for seed in (only_seeds if only_seeds is not None else range(seeds))
         for variant in variants
     ]
-    if jobs > 1:  # encoders to pretrain (shipped weights missing or out of date): several at once
-        from duda.demo.pretrained import missing_keys, pretrain_in_parallel
+    tasks = _make_tasks(cfgs, out, data_dir, jobs, timing, log)
+    metrics, seconds, todo = _finished_earlier(tasks, log)
+    t_runs = time.perf_counter()
+    if jobs == 1 or len(todo) <= 1:
+        for i in todo:
+            metrics[i], seconds[i] = _train_here(tasks[i], progress, log)
+    else:
+        _train_in_parallel(tasks, todo, jobs, metrics, seconds, log)
+    for i, task in enumerate(tasks):
+        timing[f"seed {task.seed}: {task.variant.key}"] = seconds[i]
+    if todo and jobs > 1:
+        timing[f"runs (wall, {min(jobs, len(todo))} at once)"] = time.perf_counter() - t_runs
+    return [row for i, task in enumerate(tasks) for row in _results(task, metrics[i], seconds[i])]
 
+
+def _make_tasks(cfgs, out: Path, data_dir: Path, jobs: int, timing: dict, log) -> list[_Task]:
+    """One task per (seed, variant, config), after pretraining the encoders they need."""
+    if jobs > 1:  # encoders to pretrain (shipped weights missing or out of date): several at once
         models = [m for _, _, c in cfgs for m in _models(c)]
         keys = missing_keys(models, data_dir / "pretrained")
         if len(keys) > 1:
             timing["pretraining"] = pretrain_in_parallel(keys, data_dir / "pretrained", jobs, log)
+    tasks: list[_Task] = []
     for seed, variant, cfg in cfgs:
         timing["pretraining"] = timing.get("pretraining", 0.0) + ensure_pretrained(
             cfg, data_dir / "pretrained", log
         )
         work = Path(cfg.work_dir)
         tasks.append(_Task(seed, variant, cfg, work, out / f"seed{seed}" / f"{variant.key}.log"))
+    return tasks
+
+
+def _finished_earlier(tasks: list[_Task], log) -> tuple[dict[int, dict], dict[int, float], list[int]]:
+    """Metrics and seconds of the runs finished earlier (their eval.json), and the rest to train."""
     metrics: dict[int, dict] = {}
     seconds: dict[int, float] = {}
     todo = []
@@ -301,41 +327,33 @@ def run_demo(
             log(f"[seed {task.seed}] {task.variant.key}: finished earlier, reusing {done}")
         else:
             todo.append(i)
-    t_runs = time.perf_counter()
-    if jobs == 1 or len(todo) <= 1:
-        for i in todo:
-            metrics[i], seconds[i] = _train_here(tasks[i], progress, log)
-    else:
-        _train_in_parallel(tasks, todo, jobs, metrics, seconds, log)
-    for i, task in enumerate(tasks):
-        timing[f"seed {task.seed}: {task.variant.key}"] = seconds[i]
-    if todo and jobs > 1:
-        timing[f"runs (wall, {min(jobs, len(todo))} at once)"] = time.perf_counter() - t_runs
-    results: list[RunResult] = []
-    for i, task in enumerate(tasks):
-        cfg = task.cfg
-        for network, label in task.variant.rows:
-            r = metrics[i][network]
-            model_cfg = cfg.model if network == "student" else cfg.method.duda.large
-            results.append(
-                RunResult(
-                    name=label,
-                    run=task.variant.key,
-                    network=network,
-                    work_dir=task.work,
-                    seed=task.seed,
-                    miou=100 * r["miou"],
-                    per_class={
-                        k: (None if v["iou"] is None else 100 * v["iou"]) for k, v in r["per_class"].items()
-                    },
-                    iters=cfg.method.duda.stage1_iters
-                    if network in ("teacher", "large")
-                    else cfg.train.iters,
-                    model_name=model_cfg.name,
-                    arch=dict(model_cfg.arch),
-                    train_seconds=seconds[i],
-                )
+    return metrics, seconds, todo
+
+
+def _results(task: _Task, metrics: dict, seconds: float) -> list[RunResult]:
+    """The report rows of one finished run (one per network the variant reports)."""
+    cfg = task.cfg
+    results = []
+    for network, label in task.variant.rows:
+        r = metrics[network]
+        model_cfg = cfg.model if network == "student" else cfg.method.duda.large
+        results.append(
+            RunResult(
+                name=label,
+                run=task.variant.key,
+                network=network,
+                work_dir=task.work,
+                seed=task.seed,
+                miou=100 * r["miou"],
+                per_class={
+                    k: (None if v["iou"] is None else 100 * v["iou"]) for k, v in r["per_class"].items()
+                },
+                iters=cfg.method.duda.stage1_iters if network in ("teacher", "large") else cfg.train.iters,
+                model_name=model_cfg.name,
+                arch=dict(model_cfg.arch),
+                train_seconds=seconds,
             )
+        )
     return results
 
 
@@ -344,7 +362,6 @@ def _start_message(task: _Task) -> str:
 
 
 def _stopped(task: _Task, signum: int | None, checkpoint) -> StoppedBySignal:
-    import signal
 
     name = signal.Signals(signum).name if signum else "a signal"
     return StoppedBySignal(
@@ -356,7 +373,6 @@ def _stopped(task: _Task, signum: int | None, checkpoint) -> StoppedBySignal:
 
 def _train_here(task: _Task, progress: bool, log) -> tuple[dict, float]:
     """Train one run in this process."""
-    from duda.engine.trainer import train
 
     if task.variant.start_from:
         _copy_stage1_checkpoint(task.work.parent / task.variant.start_from, task.work, task.cfg)
@@ -371,9 +387,6 @@ def _train_here(task: _Task, progress: bool, log) -> tuple[dict, float]:
 def _child_train(task: _Task, conn) -> None:
     """Entry point of a run's own process: its own process group (a Ctrl-C reaches the demo
     process, which passes it on once), its output into ``task.log_file``."""
-    import contextlib
-    import os
-    import traceback
 
     os.setpgrp()
     task.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -383,9 +396,6 @@ def _child_train(task: _Task, conn) -> None:
         contextlib.redirect_stderr(f),
     ):
         try:
-            from duda import log as logs
-            from duda.engine.trainer import train
-
             logs.setup(logs.NORMAL, f)  # the run's messages go to its log file
             t0 = time.perf_counter()
             result = train(task.cfg, resume=True, progress=False)
@@ -408,99 +418,112 @@ def _train_in_parallel(tasks, todo, jobs, metrics, seconds, log) -> None:
     """Train ``tasks[todo]`` in up to ``jobs`` processes, longest first; a run that starts from
     another run's stage-1 checkpoint waits for that checkpoint. SIGINT/SIGTERM are passed on to
     the runs, which write a checkpoint and stop; no new run starts after that."""
-    import contextlib
-    import multiprocessing as mp
-    import os
-    import signal
-    from multiprocessing.connection import wait
-
-    from duda.errors import DudaError
-
-    ctx = mp.get_context("spawn")
-    pending = sorted(todo, key=lambda i: -tasks[i].variant.cost)
-    running: dict[int, tuple] = {}  # task index -> (process, parent end of the pipe)
-    finished = {i for i in range(len(tasks)) if i not in todo}
-    stop: list[int] = []
-    failures: list[str] = []
-    stopped: list[StoppedBySignal] = []
-
-    def on_signal(signum, frame):
-        if not stop:
-            log(f"received {signal.Signals(signum).name}: the running runs write a checkpoint and stop")
-        stop.append(signum)
-        for proc, _ in running.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signum)
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    pool = _RunPool(tasks, todo, jobs, metrics, seconds, log)
+    old = {s: signal.signal(s, pool.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        while pending or running:
-            while pending and len(running) < jobs and not stop and not failures:
-                ready = [
-                    i
-                    for i in pending
-                    if not tasks[i].variant.start_from or _dependency_done(tasks, i, finished)
-                ]
-                if not ready:
-                    break
-                i = ready[0]
-                pending.remove(i)
-                task = tasks[i]
-                if task.variant.start_from:
-                    _copy_stage1_checkpoint(task.work.parent / task.variant.start_from, task.work, task.cfg)
-                log(f"{_start_message(task)} (output: {task.log_file})")
-                parent_end, child_end = ctx.Pipe(duplex=False)
-                proc = ctx.Process(
-                    target=_child_train, args=(task, child_end), name=f"duda-demo-{task.variant.key}"
-                )
-                proc.start()
-                child_end.close()
-                running[i] = (proc, parent_end)
-            if not running:
+        while pool.pending or pool.running:
+            pool.start_ready()
+            if not pool.running:
                 break
-            wait([p.sentinel for p, _ in running.values()], timeout=5)
-            for i, (proc, conn) in list(running.items()):
-                if proc.is_alive():
-                    continue
-                proc.join()
-                del running[i]
-                task = tasks[i]
-                message = conn.recv() if conn.poll() else None
-                conn.close()
-                if message is None:
-                    failures.append(
-                        f"{task.work}: the run's process ended with exit code {proc.exitcode} and no "
-                        f"result; its output: {task.log_file}"
-                    )
-                elif message[0] == "error":
-                    failures.append(f"{task.work}: {message[1]} (output: {task.log_file})")
-                else:
-                    _, m, secs, early, signum, ckpt = message
-                    if early:
-                        stopped.append(_stopped(task, signum, ckpt))
-                    else:
-                        metrics[i], seconds[i] = m, secs
-                        finished.add(i)
-                        log(f"[seed {task.seed}] {task.variant.key}: done in {secs / 60:.1f} min")
-            if (stop or failures) and not running:
+            wait([p.sentinel for p, _ in pool.running.values()], timeout=5)
+            pool.collect()
+            if (pool.stop or pool.failures) and not pool.running:
                 break
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-    if failures:
-        raise DudaError("; ".join(failures))
-    if pending and not stop:
-        raise DudaError(
-            "runs left waiting for a stage-1 checkpoint that never appeared: "
-            + ", ".join(str(tasks[i].work) for i in pending)
-        )
-    if stopped or stop:
-        if stopped:
-            raise stopped[0]
-        raise StoppedBySignal(
-            "stopped before the remaining runs started; run the same `duda demo` command again to continue",
-            stop[0],
-        )
+    pool.raise_outcome()
+
+
+class _RunPool:
+    """The demo's runs in child processes: which wait, which run, how each ended."""
+
+    def __init__(self, tasks, todo, jobs, metrics, seconds, log) -> None:
+        self.tasks, self.jobs, self.metrics, self.seconds, self.log = tasks, jobs, metrics, seconds, log
+        self.ctx = mp.get_context("spawn")
+        self.pending = sorted(todo, key=lambda i: -tasks[i].variant.cost)
+        self.running: dict[int, tuple] = {}  # task index -> (process, parent end of the pipe)
+        self.finished = {i for i in range(len(tasks)) if i not in todo}
+        self.stop: list[int] = []
+        self.failures: list[str] = []
+        self.stopped: list[StoppedBySignal] = []
+
+    def on_signal(self, signum, frame) -> None:
+        if not self.stop:
+            self.log(f"received {signal.Signals(signum).name}: the running runs write a checkpoint and stop")
+        self.stop.append(signum)
+        for proc, _ in self.running.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signum)
+
+    def start_ready(self) -> None:
+        """Start pending runs whose stage-1 dependency is done, up to ``jobs`` at a time."""
+        tasks = self.tasks
+        while self.pending and len(self.running) < self.jobs and not self.stop and not self.failures:
+            ready = [
+                i
+                for i in self.pending
+                if not tasks[i].variant.start_from or _dependency_done(tasks, i, self.finished)
+            ]
+            if not ready:
+                break
+            i = ready[0]
+            self.pending.remove(i)
+            task = tasks[i]
+            if task.variant.start_from:
+                _copy_stage1_checkpoint(task.work.parent / task.variant.start_from, task.work, task.cfg)
+            self.log(f"{_start_message(task)} (output: {task.log_file})")
+            parent_end, child_end = self.ctx.Pipe(duplex=False)
+            proc = self.ctx.Process(
+                target=_child_train, args=(task, child_end), name=f"duda-demo-{task.variant.key}"
+            )
+            proc.start()
+            child_end.close()
+            self.running[i] = (proc, parent_end)
+
+    def collect(self) -> None:
+        """Take in the runs whose process ended: results, early stops, failures."""
+        for i, (proc, conn) in list(self.running.items()):
+            if proc.is_alive():
+                continue
+            proc.join()
+            del self.running[i]
+            task = self.tasks[i]
+            message = conn.recv() if conn.poll() else None
+            conn.close()
+            if message is None:
+                self.failures.append(
+                    f"{task.work}: the run's process ended with exit code {proc.exitcode} and no "
+                    f"result; its output: {task.log_file}"
+                )
+            elif message[0] == "error":
+                self.failures.append(f"{task.work}: {message[1]} (output: {task.log_file})")
+            else:
+                _, m, secs, early, signum, ckpt = message
+                if early:
+                    self.stopped.append(_stopped(task, signum, ckpt))
+                else:
+                    self.metrics[i], self.seconds[i] = m, secs
+                    self.finished.add(i)
+                    self.log(f"[seed {task.seed}] {task.variant.key}: done in {secs / 60:.1f} min")
+
+    def raise_outcome(self) -> None:
+        """Raise what stopped the demo early (a failure, a signal, a dependency never written)."""
+        if self.failures:
+            raise DudaError("; ".join(self.failures))
+        if self.pending and not self.stop:
+            raise DudaError(
+                "runs left waiting for a stage-1 checkpoint that never appeared: "
+                + ", ".join(str(self.tasks[i].work) for i in self.pending)
+            )
+        if self.stopped:
+            raise self.stopped[0]
+        if self.stop:
+            raise StoppedBySignal(
+                "stopped before the remaining runs started; "
+                "run the same `duda demo` command again to continue",
+                self.stop[0],
+            )
 
 
 def _dependency_done(tasks, i, finished) -> bool:
@@ -524,7 +547,6 @@ def _stage1_name(cfg) -> str:
 
 def _copy_stage1_checkpoint(source_run: Path, work: Path, cfg) -> None:
     """Put ``source_run``'s checkpoint from the end of DUDA's stage 1 into ``work/checkpoints``."""
-    import shutil
 
     step = cfg.method.duda.stage1_iters
     name = _stage1_name(cfg)

@@ -9,6 +9,11 @@ Achieved GFLOP/s are set against a large matrix product in the same precision me
 run (the machine's practical limit). bf16 on a CPU without bf16 units is hundreds of times slower
 than fp32; a bf16 case whose time, extrapolated from its FLOPs and the measured bf16 matmul rate,
 exceeds ``bf16_cap_s`` is reported as skipped with that estimate instead of being run.
+
+Imports that stay inside functions: onnxruntime and the ONNX export / quantization modules (the
+optional ``export`` extra; they also pull in onnx, cv2 and the evaluation code, whose memory would
+count in the peak of every spawned case that does not use them), the data-loading modules (the
+loader case only), and ``resource`` (POSIX only).
 """
 
 from __future__ import annotations
@@ -25,25 +30,37 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from duda.log import info
+from duda.methods import StepContext, build_method, config_from_dict
+from duda.methods.bench_cases import bench_case, bench_cases, default_case_names
+from duda.models import build_model, count_flops
+from duda.models.flops import flop_counter
 
 INFERENCE_BACKENDS = ("torch-fp32", "torch-fp32-cl", "torch-bf16", "onnx", "onnx-noopt", "onnx-int8")
 #: Random-normal inputs the ``onnx-int8`` backend calibrates its activations on (latency only: the
 #: models here have random weights, so accuracy means nothing; a real INT8 export calibrates on
 #: target images, see ``duda export --quantize int8``).
 INT8_BENCH_CALIBRATION = 2
-#: the default training cases; any registered method's name is a case too (``train_case_names``)
-TRAIN_CASES = ("source_only", "daformer", "mic", "duda-stage1", "duda-stage2")
 
 
 def train_case_names() -> list[str]:
-    """Every training case: each registered method, DUDA as its two stages."""
-    from duda.methods import method_names
+    """Every training case the registered methods declare (:mod:`duda.methods.bench_cases`)."""
+    return list(bench_cases())
 
-    names = [n for n in method_names() if n != "duda"]
-    return names + ["duda-stage1", "duda-stage2"]
+
+def default_train_cases() -> list[str]:
+    """The training cases run without ``--cases`` (declared by the methods)."""
+    return list(default_case_names())
+
+
+def reference_case() -> str | None:
+    """The case the others are compared with and the one profiled (the one-network large-model
+    step), None when no method declares one."""
+    return next((c.name for c in bench_cases().values() if c.reference), None)
 
 
 # --------------------------------------------------------------------------- machine
@@ -195,8 +212,6 @@ class InferenceRow:
 
 def _inference_torch(name: str, size: tuple[int, int], backend: str, reps: int, threads: int) -> dict:
     torch.set_num_threads(threads)
-    from duda.models import build_model
-
     base = read_status_mb("VmRSS")
     torch.manual_seed(0)
     model = build_model(name, num_classes=19).eval()
@@ -217,7 +232,6 @@ def _inference_torch(name: str, size: tuple[int, int], backend: str, reps: int, 
 def _export_for_bench(name: str, size: tuple[int, int], path: str, threads: int) -> dict:
     torch.set_num_threads(threads)
     from duda.deploy.onnx_export import torch_to_onnx
-    from duda.models import build_model
 
     torch.manual_seed(0)
     model = build_model(name, num_classes=19).eval()
@@ -270,8 +284,6 @@ def _memory_cap_bytes() -> int | None:
 
 
 def _inference_onnx(path: str, size: tuple[int, int], optimize: bool, reps: int, threads: int) -> dict:
-    import numpy as np
-
     from duda.deploy.onnx_export import OnnxLogits
 
     base = read_status_mb("VmRSS")
@@ -292,8 +304,6 @@ def bench_inference(
     log: Callable[[str], None] = info,
 ) -> list[InferenceRow]:
     """One row per (model, backend): median latency, images/s and peak memory at batch 1."""
-    from duda.models import count_flops
-
     rows = []
     with tempfile.TemporaryDirectory(prefix="duda_bench_") as tmp:
         for name in models:
@@ -376,31 +386,23 @@ class TrainRow:
 def experiment_dict(case: str, setup: TrainSetup, bf16: bool) -> dict:
     """A config (as a dict) for ``case`` on ``setup``; dataset roots are never read.
 
-    A multi-resolution method (one that reads ``method.hrda``) trains on crops twice the size,
-    with a detail crop of ``setup.crop``, as HRDA (1024² crops) compares with DAFormer (512²)."""
-    from duda.methods import method_class
-
+    The case's method declares its model (large or small), crop scale (a multi-resolution
+    method trains on crops twice the size with a detail crop of ``setup.crop``) and the method
+    sections (:class:`duda.methods.bench_cases.BenchCase`)."""
+    bc = bench_case(case)
     large = {"name": setup.large, "arch": dict(setup.arch_large)}
     small = {"name": setup.small, "arch": dict(setup.arch_small)}
-    method_name = case.partition("-stage")[0]
-    multires = "hrda" in method_class(method_name).sections
-    crop = [2 * v for v in setup.crop] if multires else list(setup.crop)
-    cfg: dict = {
-        "model": small if method_name == "duda" else large,
+    return {
+        "model": small if bc.trains_small else large,
         "data": {
             "source": {"type": "gta", "root": "unused"},
             "target": {"type": "cityscapes", "root": "unused"},
-            "crop_size": crop,
+            "crop_size": [bc.crop_scale * v for v in setup.crop],
             "batch_size": setup.batch,
         },
-        "method": {"name": method_name},
+        "method": {"name": bc.method, **bc.sections(large, small, tuple(setup.crop))},
         "train": {"iters": 10, "device": "cpu", "bf16": bf16},
     }
-    if multires:
-        cfg["method"]["hrda"] = {"hr_crop_size": list(setup.crop)}
-    if method_name == "duda":
-        cfg["method"]["duda"] = {"large": large, "stage1_iters": 5}
-    return cfg
 
 
 def random_batch(setup: TrainSetup, seed: int = 0, crop: tuple[int, int] | None = None) -> dict:
@@ -448,22 +450,18 @@ def frozen_report(method) -> tuple[str, Callable[[], str]]:
 
 def _train_case(case: str, setup: TrainSetup, bf16: bool, reps: int, threads: int, count: bool) -> dict:
     torch.set_num_threads(threads)
-    from duda.config import config_from_dict
-    from duda.methods import StepContext, build_method
-    from duda.models.flops import flop_counter
-
+    bc = bench_case(case)
     torch.manual_seed(0)
     cfg = config_from_dict(experiment_dict(case, setup, bf16))
     method = build_method(cfg, setup.num_classes, torch.device("cpu"))
-    if case == "duda-stage2":
-        # I'_c given directly: no target loader is needed for the inconsistency pass
-        method.inconsistency = torch.linspace(0, 1, setup.num_classes)
+    if bc.prepare is not None:  # e.g. state a step of a later stage needs, given directly
+        bc.prepare(method, setup.num_classes)
     for name in method.spans():  # as the loop does before training
         method.networks[name].train()
     params = [p for n in method.spans() for p in method.networks[n].parameters()]
     optim = torch.optim.AdamW(params, lr=1e-6)
     batch = random_batch(setup, crop=cfg.data.crop_size)
-    step = 6 if case == "duda-stage2" else 1
+    step = bc.step
     _, after = frozen_report(method)
     base = read_status_mb("VmRSS")
 
@@ -535,11 +533,6 @@ def bench_train(
 def _profile_case(case: str, setup: TrainSetup, threads: int, top: int) -> dict:
     """The ``top`` operators by self CPU time over one step (after a warm-up step)."""
     torch.set_num_threads(threads)
-    from torch.profiler import ProfilerActivity, profile
-
-    from duda.config import config_from_dict
-    from duda.methods import StepContext, build_method
-
     torch.manual_seed(0)
     cfg = config_from_dict(experiment_dict(case, setup, False))
     method = build_method(cfg, setup.num_classes, torch.device("cpu"))

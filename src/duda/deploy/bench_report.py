@@ -14,6 +14,7 @@ import torch
 
 from duda.deploy import bench as B
 from duda.log import info
+from duda.methods.bench_cases import BenchCase, bench_case, bench_cases
 
 # A GPU-sized training step the loader must keep up with: DAFormer on one RTX 2080 Ti,
 # 16 h / 40k iterations (DAFormer paper) = 0.69 it/s, each with 2 source + 2 target images.
@@ -32,7 +33,7 @@ class BenchOptions:
     inference_size: tuple[int, int] = (512, 1024)
     backends: list[str] = field(default_factory=lambda: list(B.INFERENCE_BACKENDS))
     train: B.TrainSetup = field(default_factory=B.TrainSetup)
-    train_cases: list[str] = field(default_factory=lambda: list(B.TRAIN_CASES))
+    train_cases: list[str] = field(default_factory=B.default_train_cases)
     profile_top: int = 12
     bf16_cap_s: float = 60.0
     matmul_n: int = 2048
@@ -91,10 +92,11 @@ def run_benchmarks(opts: BenchOptions, log: Callable[[str], None] = info) -> dic
         report["train"] = B.bench_train(
             opts.train, opts.train_cases, opts.reps, opts.threads, peak, opts.bf16_cap_s, log=log
         )
-        if opts.profile_top > 0 and "daformer" in opts.train_cases:
-            log("profiling the large model's DAFormer step ...")
+        reference = B.reference_case()
+        if opts.profile_top > 0 and reference in opts.train_cases:
+            log(f"profiling the {bench_case(reference).label} step ...")
             report["profile"] = B.run_isolated(
-                B._profile_case, "daformer", opts.train, opts.threads, opts.profile_top
+                B._profile_case, reference, opts.train, opts.threads, opts.profile_top
             )
     if "loader" in opts.sections:
         log("data loader ...")
@@ -163,31 +165,36 @@ def train_table(rows: list[B.TrainRow], peak: dict[str, float]) -> str:
     )
 
 
-def train_findings(rows: list[B.TrainRow]) -> list[str]:
-    """Sentences computed from the table: DUDA vs DAFormer cost, frozen-network checks."""
-    by = {(r.case, r.precision): r for r in rows}
-    out = []
-    daf, s1, s2 = (
-        by.get(("daformer", "fp32")),
-        by.get(("duda-stage1", "fp32")),
-        by.get(("duda-stage2", "fp32")),
+def comparison(case: BenchCase, row: B.TrainRow, ref_case: BenchCase, ref: B.TrainRow) -> str:
+    """A case's step against the reference step: against its target time ratio when it declares
+    one (time, peak memory, FLOPs), else the time ratio alone."""
+    ratio = row.step_s / ref.step_s
+    if case.target_ratio is None:
+        return f"{case.label} step = {ratio:.2f}× the {ref_case.short_label} step in time."
+    verdict = "meets" if ratio <= case.target_ratio else "misses"
+    flop_ratio = row.gflop / ref.gflop
+    if not 0.5 * flop_ratio <= ratio <= 2 * flop_ratio:
+        # more than 2x away from the FLOP ratio: the times are not comparable (contention)
+        verdict = f"NOT COMPARABLE (FLOP ratio {flop_ratio:.2f}×: timing noise, re-run); nominally {verdict}"
+    return (
+        f"{case.label} step / {ref_case.label} step = {ratio:.2f}× in time ({verdict} the "
+        f"≤ {case.target_ratio:.2f}× target), {row.peak_mb / ref.peak_mb:.2f}× in peak memory "
+        f"(Δ {row.delta_mb:.0f} vs {ref.delta_mb:.0f} MB); FLOPs {flop_ratio:.2f}×."
     )
-    if daf and s1 and daf.step_s and s1.step_s:
-        ratio = s1.step_s / daf.step_s
-        verdict = "meets" if ratio <= 1.25 else "misses"
-        flop_ratio = s1.gflop / daf.gflop
-        if not 0.5 * flop_ratio <= ratio <= 2 * flop_ratio:
-            # more than 2x away from the FLOP ratio: the times are not comparable (contention)
-            verdict = (
-                f"NOT COMPARABLE (FLOP ratio {flop_ratio:.2f}×: timing noise, re-run); nominally {verdict}"
-            )
-        out.append(
-            f"DUDA stage-1 step / large-model DAFormer step = {ratio:.2f}× in time ({verdict} the ≤ 1.25× "
-            f"target), {s1.peak_mb / daf.peak_mb:.2f}× in peak memory "
-            f"(Δ {s1.delta_mb:.0f} vs {daf.delta_mb:.0f} MB); FLOPs {s1.gflop / daf.gflop:.2f}×."
-        )
-    if daf and s2 and daf.step_s and s2.step_s:
-        out.append(f"DUDA stage-2 step = {s2.step_s / daf.step_s:.2f}× the large DAFormer step in time.")
+
+
+def train_findings(rows: list[B.TrainRow]) -> list[str]:
+    """Sentences computed from the table: the cases that declare a comparison against the
+    reference case (e.g. DUDA's stages vs the large model trained alone), frozen-network checks."""
+    by = {(r.case, r.precision): r for r in rows}
+    cases = bench_cases()
+    out = []
+    ref_name = B.reference_case()
+    ref = by.get((ref_name, "fp32"))
+    for case in cases.values():
+        row = by.get((case.name, "fp32"))
+        if case.compare and ref and row and ref.step_s and row.step_s:
+            out.append(comparison(case, row, cases[ref_name], ref))
     for r in rows:
         if r.frozen_ok and r.precision == "fp32":
             out.append(f"{r.case}: {r.frozen_ok}.")
@@ -217,18 +224,32 @@ def loader_lines(loader: B.LoaderResult, train_rows: list[B.TrainRow] | None) ->
         f"{images_per_s / gpu_demand:.2f}×"
         f" ({'keeps up' if images_per_s >= gpu_demand else 'would STALL the GPU; raise data.workers'}).",
     ]
+    demand_cases = {c.name for c in bench_cases().values() if c.loader_demand}
     for r in train_rows or []:
-        if r.precision == "fp32" and r.step_s and r.case in ("daformer", "duda-stage1"):
+        if r.precision == "fp32" and r.step_s and r.case in demand_cases:
             demand = 2 * loader.batch / r.step_s  # batch source + batch target images per step
             lines.append(f"- demand of this machine's {r.case} step: {demand:.2f} images/s.")
     return lines
 
 
-def render_markdown(report: dict[str, Any]) -> str:
+def cases_line() -> str:
+    """What each default training case trains (declared by its method), cases that train the same
+    listed together: ``a, b and c train ...; d trains ...``."""
+    groups: dict[str, list[str]] = {}
+    for name in B.default_train_cases():
+        groups.setdefault(bench_case(name).trains, []).append(name)
+    parts = []
+    for trains, names in groups.items():
+        listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+        parts.append(f"{listed} {'trains' if len(names) == 1 else 'train'} {trains}")
+    return "; ".join(parts)
+
+
+def _header(report: dict[str, Any]) -> list[str]:
     m, o = report["machine"], report["options"]
     lb, la = report["load_before"], report["load_after"]
     shared = max(lb[0], la[0]) > 0.5 * (m["cores"] or 1)
-    out = [
+    return [
         "# Performance",
         "",
         "Generated by `duda bench`; every figure below comes from the one run described here.",
@@ -251,45 +272,61 @@ def render_markdown(report: dict[str, Any]) -> str:
         "Δ is that peak minus the process after imports (inference) or after building the networks "
         "(training).",
     ]
+
+
+def _inference_section(report: dict[str, Any]) -> list[str]:
+    o = report["options"]
+    return [
+        "",
+        f"## Inference (batch 1, {o.inference_size[0]}×{o.inference_size[1]}, median of {o.reps})",
+        "",
+        inference_table(report["inference"]),
+        "",
+        "Backends: `torch-fp32` eager under `inference_mode`; `torch-fp32-cl` the same in channels_last; "
+        "`torch-bf16` bf16 autocast; `onnx` onnxruntime CPU with all graph optimisations; `onnx-noopt` "
+        "onnxruntime with graph optimisations disabled (the before/after of ORT's fusions); "
+        "`onnx-int8` onnxruntime on the statically quantized graph (QDQ, per-channel int8 weights, "
+        f"uint8 activations; calibrated on {B.INT8_BENCH_CALIBRATION} random-normal inputs, as the "
+        "weights are random too: a latency figure, not an accuracy one).",
+    ]
+
+
+def _train_section(report: dict[str, Any]) -> list[str]:
+    o = report["options"]
+    t = o.train
+    out = [
+        "",
+        f"## Training step (crop {t.crop[0]}×{t.crop[1]}, batch {t.batch} source + {t.batch} target, "
+        f"large {t.large}, small {t.small}, median of {o.reps}, AdamW update included)",
+        "",
+        train_table(report["train"], report["peak"]),
+        "",
+        f"Cases: {cases_line()}. FLOPs are counted with `FlopCounterMode` (grouped-conv "
+        "backward fixed) over one full step, forward + backward.",
+        "",
+    ]
+    return out + [f"- {s}" for s in train_findings(report["train"])]
+
+
+def _profile_section(report: dict[str, Any]) -> list[str]:
+    p = report["profile"]
+    label = bench_case(B.reference_case()).label
+    return [
+        "",
+        f"### Where the time goes: {label} step, fp32 ({p['total_s']:.1f} s profiled)",
+        "",
+        profile_table(p),
+    ]
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    out = _header(report)
     if "inference" in report:
-        out += [
-            "",
-            f"## Inference (batch 1, {o.inference_size[0]}×{o.inference_size[1]}, median of {o.reps})",
-            "",
-        ]
-        out += [inference_table(report["inference"]), ""]
-        out += [
-            "Backends: `torch-fp32` eager under `inference_mode`; `torch-fp32-cl` the same in channels_last; "
-            "`torch-bf16` bf16 autocast; `onnx` onnxruntime CPU with all graph optimisations; `onnx-noopt` "
-            "onnxruntime with graph optimisations disabled (the before/after of ORT's fusions); "
-            "`onnx-int8` onnxruntime on the statically quantized graph (QDQ, per-channel int8 weights, "
-            f"uint8 activations; calibrated on {B.INT8_BENCH_CALIBRATION} random-normal inputs, as the "
-            "weights are random too: a latency figure, not an accuracy one)."
-        ]
+        out += _inference_section(report)
     if "train" in report:
-        t = o.train
-        out += [
-            "",
-            f"## Training step (crop {t.crop[0]}×{t.crop[1]}, batch {t.batch} source + {t.batch} target, "
-            f"large {t.large}, small {t.small}, median of {o.reps}, AdamW update included)",
-            "",
-            train_table(report["train"], report["peak"]),
-            "",
-            "Cases: source_only, daformer and mic train the large model alone; duda-stage1 trains large + "
-            "small with the EMA teacher; duda-stage2 trains the small model with the frozen teacher "
-            "(inconsistency weights set directly). FLOPs are counted with `FlopCounterMode` (grouped-conv "
-            "backward fixed) over one full step, forward + backward.",
-            "",
-        ]
-        out += [f"- {s}" for s in train_findings(report["train"])]
+        out += _train_section(report)
     if "profile" in report:
-        p = report["profile"]
-        out += [
-            "",
-            f"### Where the time goes: large-model DAFormer step, fp32 ({p['total_s']:.1f} s profiled)",
-            "",
-        ]
-        out += [profile_table(p)]
+        out += _profile_section(report)
     if "loader" in report:
         out += ["", "## Data loading", ""]
         out += loader_lines(report["loader"], report.get("train"))

@@ -4,7 +4,7 @@ The exported graph takes ``image`` (float32 B×3×H×W, normalised with the mode
 returns ``logits`` (float32 B×K×H/s×W/s). Everything needed to feed it and show its output —
 model name, class names, palette, mean, std, test resize, architecture spec — is stored in the
 file's ``metadata_props`` as JSON strings, so an ``.onnx`` file is a complete deployable model
-(:func:`load_onnx_model` rebuilds an :class:`InferenceModel` from it alone).
+(:func:`duda.inference.load_onnx_model` rebuilds an :class:`InferenceModel` from it alone).
 
 Exporter: the TorchScript-based ``torch.onnx.export(..., dynamo=False)`` at opset 17. The
 torch.export-based exporter needs the ``onnxscript`` package (not a dependency here) and its
@@ -28,20 +28,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
 
-from duda.errors import CheckpointError, DudaError
+from duda.errors import DudaError
 from duda.files import atomic_path, check_output_file
-from duda.loading import InferenceModel
+from duda.inference.image import image_to_tensor, load_rgb
+from duda.inference.model import InferenceModel
+from duda.inference.onnx import FORMAT_TAG, OnnxLogits, load_onnx_model, parse_onnx_metadata
+
+__all__ = [
+    "FORMAT_TAG",
+    "OPSET",
+    "ExportCheck",
+    "ExportCheckError",
+    "ExportResult",
+    "OnnxLogits",
+    "check_against_torch",
+    "export_onnx",
+    "load_onnx_model",
+    "onnx_metadata",
+    "parse_onnx_metadata",
+    "write_onnx_metadata",
+]
 
 OPSET = 17
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
-FORMAT_TAG = "duda-onnx-1"
-# metadata_props keys (values are JSON strings)
-_META_KEYS = ("model", "num_classes", "classes", "palette", "mean", "std", "resize", "spec")
 
 
 class ExportCheckError(DudaError):
@@ -83,32 +98,9 @@ def onnx_metadata(loaded: InferenceModel) -> dict[str, str]:
     return {key: json.dumps(value) for key, value in values.items()}
 
 
-def parse_onnx_metadata(props: dict[str, str], source: str) -> dict[str, Any]:
-    """Decode and check the metadata written by :func:`onnx_metadata`."""
-    if props.get("format") != json.dumps(FORMAT_TAG):
-        raise CheckpointError(
-            f"{source}: not a duda ONNX export (metadata 'format' is {props.get('format')!r}, "
-            f"expected {FORMAT_TAG!r}); export it with `duda export`"
-        )
-    missing = [k for k in _META_KEYS if k not in props]
-    if missing:
-        raise CheckpointError(f"{source}: ONNX metadata lacks {missing}")
-    try:
-        meta = {k: json.loads(props[k]) for k in _META_KEYS}
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{source}: ONNX metadata is not valid JSON ({exc})") from None
-    palette = np.asarray(meta["palette"], dtype=np.int64)
-    if palette.ndim != 2 or palette.shape[1] != 3 or len(meta["classes"]) != meta["num_classes"]:
-        raise CheckpointError(
-            f"{source}: ONNX metadata inconsistent: {meta['num_classes']} classes, "
-            f"{len(meta['classes'])} names, palette shape {palette.shape}"
-        )
-    return meta
-
-
 def write_onnx_metadata(path: Path, props: dict[str, str]) -> None:
     """Replace the ``metadata_props`` of the ONNX file at ``path`` (in place)."""
-    import onnx
+    import onnx  # in here: an optional dependency (the `export` extra)
 
     proto = onnx.load(str(path))
     del proto.metadata_props[:]
@@ -116,77 +108,6 @@ def write_onnx_metadata(path: Path, props: dict[str, str]) -> None:
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(proto, str(path))
-
-
-# --------------------------------------------------------------------------- runtime
-
-
-class OnnxLogits:
-    """A numpy callable around an onnxruntime session: B×3×H×W float32 → B×K×h×w logits."""
-
-    min_input_side = 32  # exported duda models, as SegmentationModel.min_input_side
-
-    def __init__(self, path: str | os.PathLike, threads: int = 0, optimize: bool = True) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads  # 0 = onnxruntime's choice (all cores)
-        opts.graph_optimization_level = (
-            ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            if optimize
-            else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        )
-        try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise CheckpointError(
-                f"{path}: onnxruntime cannot load it ({type(exc).__name__}: {exc})"
-            ) from None
-        self.path = Path(path)
-        inputs = self.session.get_inputs()
-        self.input_name = inputs[0].name
-        self.input_shape = list(inputs[0].shape)  # ints for fixed axes, strings for dynamic ones
-
-    def metadata(self) -> dict[str, str]:
-        return dict(self.session.get_modelmeta().custom_metadata_map)
-
-    def check_input(self, x: np.ndarray) -> None:
-        """DudaError naming the expected shape when ``x`` does not fit a fixed-size export."""
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise DudaError(f"{self.path}: expected input B×3×H×W, got shape {tuple(x.shape)}")
-        for axis in (2, 3):
-            want = self.input_shape[axis]
-            if isinstance(want, int) and want != x.shape[axis]:
-                raise DudaError(
-                    f"{self.path}: exported for fixed input {self.input_shape[2]}×{self.input_shape[3]}, "
-                    f"got {x.shape[2]}×{x.shape[3]}; export with --dynamic, or predict with "
-                    "--no-resize/--scale or sliding windows of that size"
-                )
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        self.check_input(x)
-        return self.session.run(None, {self.input_name: x})[0]
-
-
-def load_onnx_model(path: str | os.PathLike, threads: int = 0) -> InferenceModel:
-    """An :class:`InferenceModel` whose ``model`` is an :class:`OnnxLogits` numpy callable."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"ONNX file not found: {path}")
-    runner = OnnxLogits(path, threads=threads)
-    meta = parse_onnx_metadata(runner.metadata(), str(path))
-    return InferenceModel(
-        model=runner,
-        model_name=meta["model"],
-        num_classes=int(meta["num_classes"]),
-        classes=list(meta["classes"]),
-        palette=np.asarray(meta["palette"], dtype=np.uint8),
-        mean=tuple(meta["mean"]),
-        std=tuple(meta["std"]),
-        resize=tuple(meta["resize"]) if meta["resize"] else None,
-        spec=dict(meta["spec"]),
-    )
 
 
 # --------------------------------------------------------------------------- export
@@ -266,10 +187,6 @@ def image_inputs(
 ) -> list[np.ndarray]:
     """Normalised 1×3×H×W inputs from image files: resized to exactly ``size`` = (H, W) for a
     fixed-size export, else keep-ratio to ``scale`` = (W, H) (the test scale)."""
-    import cv2
-
-    from duda.evaluation.predict import image_to_tensor, load_rgb
-
     out = []
     for p in paths:
         rgb = load_rgb(p)

@@ -47,9 +47,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 
+from duda.data.datasets import build_dataset, build_dataset_from_config
 from duda.deploy.onnx_export import (
     ExportCheckError,
     OnnxLogits,
@@ -57,8 +59,12 @@ from duda.deploy.onnx_export import (
     write_onnx_metadata,
 )
 from duda.errors import DatasetError, DudaError
+from duda.evaluation.metrics import IoUMetric
 from duda.files import atomic_path, check_output_file
-from duda.loading import InferenceModel
+from duda.inference import InferenceModel
+from duda.inference.image import image_to_tensor, keep_ratio_size, load_rgb
+from duda.inference.modes import infer_whole
+from duda.methods import load_config
 
 #: Default ``--min-agreement`` of an INT8 export (share of full-resolution pixels whose argmax
 #: class is the same in INT8 and fp32). Chosen from measurements on two trained models
@@ -101,10 +107,6 @@ def model_input(
     """The 1×3×H×W float32 network input of an RGB image, as ``duda predict`` makes it: keep-ratio
     resize to the test ``scale`` = (W, H), then (x − mean) / std. For a fixed-size export
     (``size`` = (H, W)) an image whose keep-ratio size differs is resized to exactly ``size``."""
-    import cv2
-
-    from duda.evaluation.predict import image_to_tensor, keep_ratio_size
-
     if size is not None:
         h, w = rgb.shape[:2]
         target = keep_ratio_size(w, h, scale) if scale else (w, h)
@@ -155,7 +157,6 @@ def image_feed(
     paths: Sequence[Path], loaded: InferenceModel, size: tuple[int, int] | None, name: str = "image"
 ) -> InputFeed:
     """Calibration inputs from image files, preprocessed as for inference."""
-    from duda.evaluation.predict import load_rgb
 
     def inputs() -> Iterator[np.ndarray]:
         for p in paths:
@@ -199,6 +200,7 @@ def quantize_onnx(
     """Pre-process and statically quantize ``fp32_path`` into ``out_path`` (QDQ, per-channel int8
     weights, uint8 activations calibrated on ``feed``); the fp32 metadata is carried over.
     ``work_dir`` holds the intermediate graph."""
+    # in here: onnx and onnxruntime are optional dependencies (the `export` extra)
     import onnx
     from onnxruntime.quantization import (
         CalibrationMethod,
@@ -251,7 +253,7 @@ class QdqSummary:
 
 def qdq_summary(path: str | os.PathLike) -> QdqSummary:
     """Count the Q/DQ nodes of an ONNX file and how its Conv/MatMul/Gemm weights are stored."""
-    import onnx
+    import onnx  # in here: an optional dependency (the `export` extra)
 
     proto = onnx.load(str(path))
     consts = {t.name: t for t in proto.graph.initializer}
@@ -314,8 +316,6 @@ class Comparison:
 
 def predict_full(runner: Callable, x: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
     """H×W argmax labels of one input, logits upsampled to ``out_hw`` as in ``duda eval``."""
-    from duda.evaluation.inference import infer_whole
-
     logits = infer_whole(runner, torch.from_numpy(x), out_hw)
     return logits.argmax(dim=1)[0].numpy()
 
@@ -329,8 +329,6 @@ def compare_models(
 ) -> Comparison:
     """Agreement (and mIoU of both where labels are given) over ``samples`` of (input, original
     H×W, trainId label or None)."""
-    from duda.evaluation.metrics import IoUMetric
-
     m_fp32, m_int8 = IoUMetric(num_classes), IoUMetric(num_classes)
     same = pixels = images = labelled = 0
     for x, out_hw, gt in samples:
@@ -363,8 +361,6 @@ def dataset_samples(
 def image_samples(
     paths: Sequence[Path], loaded: InferenceModel, size: tuple[int, int] | None
 ) -> Iterator[tuple[np.ndarray, tuple[int, int], None]]:
-    from duda.evaluation.predict import load_rgb
-
     for p in paths:
         rgb = load_rgb(p)
         yield model_input(rgb, loaded.mean, loaded.std, loaded.resize, size), tuple(rgb.shape[:2]), None
@@ -377,12 +373,8 @@ def open_val_dataset(spec: str | os.PathLike, split: str = "val", kind: str | No
     """The labelled dataset named by ``--val``: a YAML experiment config (its ``data.val``, as
     ``duda eval`` uses), or a dataset root — Cityscapes layout (``leftImg8bit/``), a folder
     dataset (``images/`` + ``labels/``), or any reader named by ``kind`` — with ``split``."""
-    from duda.data.datasets import build_dataset, build_dataset_from_config
-
     path = Path(spec)
     if path.suffix in (".yaml", ".yml"):
-        from duda.config import load_config
-
         if not path.is_file():
             raise DatasetError(f"--val {path}: config file not found")
         cfg = load_config(str(path))
@@ -442,16 +434,7 @@ def quantize_export(
     given, else on the calibration images) is at least ``min_agreement``. Otherwise
     :class:`QuantizeCheckError` and no file, temporary or final, is left behind."""
     out = Path(out)
-    if out.suffix != ".onnx":
-        raise DudaError(f"--out {out}: expected a file name ending in .onnx")
-    if not calibration:
-        raise DatasetError("--calibration: no images to calibrate with")
-    if val_dataset is not None and val_dataset.labels.num_classes != loaded.num_classes:
-        raise DatasetError(
-            f"--val {val_dataset.root}: {val_dataset.labels.num_classes} classes, but {loaded.model_name} "
-            f"predicts {loaded.num_classes}"
-        )
-    check_output_file(out, "--out")
+    _check_request(loaded, out, calibration, val_dataset)
     with (
         atomic_path(out, suffix=".tmp.onnx", what="INT8 ONNX file") as final,
         tempfile.TemporaryDirectory(prefix=f".{out.name}.int8-", dir=out.parent) as work_name,
@@ -466,15 +449,7 @@ def quantize_export(
         feed = image_feed(calibration, loaded, size, runner32.input_name)
         quantize_onnx(fp32_path, final, feed, work, reduce_range=reduce_range)
         runner8 = OnnxLogits(final)
-        if val_dataset is not None:
-            n = min(max_val_images or len(val_dataset), len(val_dataset))
-            log(f"comparing int8 with fp32 on {n} val images ...")
-            source = f"{val_dataset.name} {val_dataset.split} images ({val_dataset.root})"
-            samples: Iterable = dataset_samples(val_dataset, loaded, size, max_val_images)
-        else:
-            log(f"comparing int8 with fp32 on the {len(calibration)} calibration images ...")
-            source = "calibration images (no --val)"
-            samples = image_samples(calibration, loaded, size)
+        samples, source = _gate_samples(loaded, size, calibration, val_dataset, max_val_images, log)
         comparison = compare_models(runner32, runner8, samples, loaded.num_classes, source)
         if not comparison.agreement >= min_agreement:
             raise QuantizeCheckError(
@@ -486,3 +461,35 @@ def quantize_export(
         qdq = qdq_summary(final)
         fp32_size = fp32_path.stat().st_size
     return Int8Result(out, fp32.check, comparison, len(calibration), out.stat().st_size, fp32_size, qdq)
+
+
+def _check_request(loaded: InferenceModel, out: Path, calibration: Sequence[Path], val_dataset) -> None:
+    """DudaError / DatasetError for a request :func:`quantize_export` cannot serve."""
+    if out.suffix != ".onnx":
+        raise DudaError(f"--out {out}: expected a file name ending in .onnx")
+    if not calibration:
+        raise DatasetError("--calibration: no images to calibrate with")
+    if val_dataset is not None and val_dataset.labels.num_classes != loaded.num_classes:
+        raise DatasetError(
+            f"--val {val_dataset.root}: {val_dataset.labels.num_classes} classes, but {loaded.model_name} "
+            f"predicts {loaded.num_classes}"
+        )
+    check_output_file(out, "--out")
+
+
+def _gate_samples(
+    loaded: InferenceModel,
+    size: tuple[int, int] | None,
+    calibration: Sequence[Path],
+    val_dataset,
+    max_val_images: int | None,
+    log: Callable[[str], None],
+) -> tuple[Iterable, str]:
+    """(samples, where they come from) that the INT8 file is compared with fp32 on."""
+    if val_dataset is not None:
+        n = min(max_val_images or len(val_dataset), len(val_dataset))
+        log(f"comparing int8 with fp32 on {n} val images ...")
+        source = f"{val_dataset.name} {val_dataset.split} images ({val_dataset.root})"
+        return dataset_samples(val_dataset, loaded, size, max_val_images), source
+    log(f"comparing int8 with fp32 on the {len(calibration)} calibration images ...")
+    return image_samples(calibration, loaded, size), "calibration images (no --val)"

@@ -54,9 +54,26 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch._subclasses.fake_tensor import (
+    DataDependentOutputException,
+    DynamicOutputShapeException,
+    FakeTensor,
+    FakeTensorMode,
+)
+from torch.nn.modules import module as module_mod
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
+from torch.utils._pytree import tree_leaves
 
-from duda.config import ExperimentConfig, load_config
+from duda.config import ExperimentConfig
+from duda.data.labels import CITYSCAPES, label_space_from_file
+from duda.engine.optim import build_optimizer, set_lr, span_lr_factor
+from duda.engine.trainer import step_seed
 from duda.errors import DudaError
+from duda.methods import Method, StepContext, build_method, load_config, network_specs
+from duda.methods.base import to_device
+from duda.methods.sections import DETAIL_CROP_KEY, FEATURE_DISTANCE_OFF
+from duda.models.factory import recipe
+from duda.models.mit import MiTBackbone
 
 #: The caching allocator hands out blocks in multiples of this many bytes.
 ALLOC_GRANULARITY = 512
@@ -223,7 +240,6 @@ class _Ledger:
 
 
 def _storages(out) -> Iterator:
-    from torch.utils._pytree import tree_leaves
 
     for leaf in tree_leaves(out):
         if isinstance(leaf, torch.Tensor):
@@ -275,7 +291,6 @@ class _Executor:
 
     @contextlib.contextmanager
     def hooks(self):
-        from torch.nn.modules import module as module_mod
 
         pre = module_mod.register_module_forward_pre_hook(self.pre_hook)
         post = module_mod.register_module_forward_hook(self.post_hook, always_call=True)
@@ -286,7 +301,6 @@ class _Executor:
             post.remove()
 
     def mode(self):
-        from torch.utils._python_dispatch import TorchDispatchMode
 
         executor = self
 
@@ -300,8 +314,6 @@ class _Executor:
         return _Mode()
 
     def run(self, func, args, kwargs):
-        from torch._subclasses.fake_tensor import FakeTensor
-        from torch.utils._pytree import tree_leaves
 
         tensors = [x for x in tree_leaves((args, kwargs)) if isinstance(x, torch.Tensor)]
         if any(isinstance(t, FakeTensor) for t in tensors):
@@ -319,7 +331,6 @@ def _index_ops() -> tuple:
 def _concrete_indices(indices):
     """Real boolean masks among ``indices`` replaced by their real integer indices (so the
     result's shape is known); fake masks stay (and fail, naming the operator)."""
-    from torch._subclasses.fake_tensor import FakeTensor
 
     out = []
     for index in indices:
@@ -337,7 +348,6 @@ def _concrete_indices(indices):
 
 @contextlib.contextmanager
 def _no_modes():
-    from torch.utils._python_dispatch import _disable_current_modes
 
     with _disable_current_modes():
         yield
@@ -349,7 +359,6 @@ def _real_call(func, args, kwargs):
 
 
 def _fake_call(func, args, kwargs):
-    from torch._subclasses.fake_tensor import DataDependentOutputException, DynamicOutputShapeException
 
     try:
         return func(*args, **kwargs)
@@ -365,7 +374,6 @@ def _cuda_autocast_norms():
     """Under CPU autocast, give layer and group norms a float32 input, as CUDA's autocast does
     (it runs them in float32; CPU autocast leaves them in the input's bfloat16). A module hook,
     so that recomputation under activation checkpointing does the same."""
-    from torch.nn.modules import module as module_mod
 
     def pre_hook(module, args):
         if isinstance(module, (nn.LayerNorm, nn.GroupNorm)) and torch.is_autocast_enabled("cpu") and args:
@@ -386,7 +394,6 @@ def held_networks(method) -> dict[str, nn.Module]:
     """Every network ``method`` holds: its declared ``networks`` first, then any other module
     among its attributes (frozen teachers read from files, say), named by the attribute, and
     those of a method it holds (DUDA's base method)."""
-    from duda.methods import Method
 
     found: dict[str, nn.Module] = dict(method.networks)
     seen = {id(m) for net in found.values() for m in net.modules()}
@@ -419,7 +426,6 @@ def _to_fake_cpu(method, networks: dict[str, nn.Module], fake_mode) -> None:
     """Every parameter and buffer of ``networks`` (built on the meta device, where building and
     deep-copying cost nothing) replaced by a fake CPU tensor of its shape, and the method (with
     any method it holds) told that its device is the CPU."""
-    from duda.methods import Method
 
     convert = fake_mode.fake_tensor_converter.from_meta_and_device
     cpu = torch.device("cpu")
@@ -449,7 +455,6 @@ def _to_fake_cpu(method, networks: dict[str, nn.Module], fake_mode) -> None:
 def config_num_classes(cfg: ExperimentConfig) -> int:
     """The number of classes of ``cfg``'s source dataset, without reading its images: the
     Cityscapes 19 of every built-in reader, a folder dataset's class file otherwise."""
-    from duda.data.labels import CITYSCAPES, label_space_from_file
 
     src = cfg.data.source
     if src is None or src.type != "folder":
@@ -466,7 +471,6 @@ def _planning_config(cfg: ExperimentConfig) -> ExperimentConfig:
     """A copy of ``cfg`` whose declared networks start from random weights instead of their
     ImageNet files (the weights' values do not matter; files other than those a method reads
     itself, such as trained teachers, are not read)."""
-    from duda.methods import network_specs
 
     cfg = copy.deepcopy(cfg)
     for spec in network_specs(cfg).values():
@@ -520,76 +524,23 @@ def plan_memory(
 
     ``configure(network, name)``, when given, is called on every network after it is built
     (e.g. the benchmark's reference-like attention)."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    from duda.engine.optim import build_optimizer
-    from duda.methods import build_method
-    from duda.methods.base import to_device
-
     num_classes = config_num_classes(cfg)
     pcfg = _planning_config(cfg)
-    device = torch.device("cpu")
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
     ledger = _Ledger()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fake tensors warn about data pointers when deep-copied
-        with torch.device("meta"):
-            method = build_method(pcfg, num_classes, torch.device("meta"))
-        networks = held_networks(method)
-        _to_fake_cpu(method, networks, fake_mode)
+        method, networks, optimizers = _fake_method(pcfg, num_classes, fake_mode, configure)
         roles = {name: spec.role for name, spec in method.network_specs(pcfg).items()}
-        if configure is not None:
-            for name, net in networks.items():
-                configure(net, name)
         spans = method.spans()
-        optimizers = {}
-        with fake_mode:
-            for name in spans:
-                opt = build_optimizer(
-                    method.networks[name],
-                    lr=pcfg.optim.lr,
-                    weight_decay=pcfg.optim.weight_decay,
-                    head_lr_mult=pcfg.optim.head_lr_mult,
-                    betas=tuple(pcfg.optim.betas),
-                )
-                for group in opt.param_groups:
-                    group["foreach"] = True  # what torch picks for CUDA parameters
-                optimizers[name] = opt
-
-        owner: dict[int, str] = {}
-        param_net: dict[int, str] = {}
-        for name, net in networks.items():
-            for m in net.modules():
-                owner.setdefault(id(m), name)
-            for p in net.parameters():
-                param_net.setdefault(id(p), name)
-        seen: set[int] = set()
-        for name, net in networks.items():
-            for p in net.parameters():
-                if id(p) not in seen:
-                    seen.add(id(p))
-                    ledger.add(p.untyped_storage(), ("weights", name))
-            for buf in net.buffers():
-                if id(buf) not in seen:
-                    seen.add(id(buf))
-                    ledger.add(buf.untyped_storage(), ("buffers", name))
-
+        owner, param_net = _owners(networks)
+        _ledger_weights(networks, ledger)
         gen = torch.Generator().manual_seed(pcfg.train.seed)
-        batch = to_device(_fake_batch(pcfg, num_classes, fake_mode, gen), device, pcfg.train.channels_last)
+        batch = _fake_batch(pcfg, num_classes, fake_mode, gen)
+        batch = to_device(batch, torch.device("cpu"), pcfg.train.channels_last)
         for storage in _storages(batch):
             ledger.add(storage, ("batch", ""))
-
-        grad_hooks = []
-        for name in spans:
-            for p in method.networks[name].parameters():
-                if p.requires_grad:
-                    grad_hooks.append(
-                        p.register_post_accumulate_grad_hook(
-                            lambda p, n=param_net[id(p)]: ledger.relabel(
-                                p.grad.untyped_storage(), ("grads", n)
-                            )
-                        )
-                    )
+        grad_hooks = _grad_hooks(method, spans, param_net, ledger)
         executor = _Executor(ledger, owner)
         step = planned_step(spans)
         method.on_train_start(step)
@@ -609,42 +560,120 @@ def plan_memory(
             for handle in grad_hooks:
                 handle.remove()
             ledger.close()
-        peak, sums, phase, max_sums = ledger.peak, ledger.peak_sums, ledger.peak_phase, ledger.max_sums
-        result_nets = []
+        return _plan_of(cfg, ledger, networks, roles, spans, step)
+
+
+def _fake_method(
+    pcfg: ExperimentConfig, num_classes: int, fake_mode, configure: Callable[[nn.Module, str], None] | None
+) -> tuple[Method, dict[str, nn.Module], dict]:
+    """The method of ``pcfg`` with fake CPU tensors, every network it holds (``configure``d) and
+    an AdamW per trained network, as CUDA would step it."""
+    with torch.device("meta"):
+        method = build_method(pcfg, num_classes, torch.device("meta"))
+    networks = held_networks(method)
+    _to_fake_cpu(method, networks, fake_mode)
+    if configure is not None:
         for name, net in networks.items():
-            params = sum(p.numel() for p in net.parameters())
-            weights = ledger.sums.get(("weights", name), 0) + ledger.sums.get(("buffers", name), 0)
-            result_nets.append(
-                NetworkMemory(
-                    name=name,
-                    role=roles.get(name, "held"),
-                    params=params,
-                    weights=weights,
-                    grads=max_sums.get(("grads", name), 0),
-                    adamw=ledger.sums.get(("adamw", name), 0),
-                    activations_at_peak=sums.get(("activations", name), 0),
-                    activations_max=max_sums.get(("activations", name), 0),
-                    checkpointing=_checkpointed(net),
-                )
+            configure(net, name)
+    optimizers = {}
+    with fake_mode:
+        for name in method.spans():
+            opt = build_optimizer(
+                method.networks[name],
+                lr=pcfg.optim.lr,
+                weight_decay=pcfg.optim.weight_decay,
+                head_lr_mult=pcfg.optim.head_lr_mult,
+                betas=tuple(pcfg.optim.betas),
             )
-        active = [n for n, sp in spans.items() if sp.start <= step < sp.end]
-        breakdown = {c: 0 for c in CATEGORIES}
-        for (category, _), nbytes in sums.items():
-            breakdown[category] += nbytes
-        plan = MemoryPlan(
-            config="",
-            method=cfg.method.name,
-            overrides=[],
-            batch_size=cfg.data.batch_size,
-            crop_size=tuple(cfg.data.crop_size),
-            bf16=cfg.train.bf16,
-            networks=result_nets,
-            peak=peak,
-            breakdown={k: v for k, v in breakdown.items() if v},
-            peak_phase=phase,
-            note=f"step {step}, trains {', '.join(active)}",
+            for group in opt.param_groups:
+                group["foreach"] = True  # what torch picks for CUDA parameters
+            optimizers[name] = opt
+    return method, networks, optimizers
+
+
+def _owners(networks: dict[str, nn.Module]) -> tuple[dict[int, str], dict[int, str]]:
+    """The network (first in order) of each module and of each parameter, by id."""
+    owner: dict[int, str] = {}
+    param_net: dict[int, str] = {}
+    for name, net in networks.items():
+        for m in net.modules():
+            owner.setdefault(id(m), name)
+        for p in net.parameters():
+            param_net.setdefault(id(p), name)
+    return owner, param_net
+
+
+def _ledger_weights(networks: dict[str, nn.Module], ledger: _Ledger) -> None:
+    """Enter each parameter and buffer once, under the first network that holds it."""
+    seen: set[int] = set()
+    for name, net in networks.items():
+        for p in net.parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                ledger.add(p.untyped_storage(), ("weights", name))
+        for buf in net.buffers():
+            if id(buf) not in seen:
+                seen.add(id(buf))
+                ledger.add(buf.untyped_storage(), ("buffers", name))
+
+
+def _grad_hooks(method: Method, spans: dict, param_net: dict[int, str], ledger: _Ledger) -> list:
+    """Hooks that label each trained parameter's accumulated gradient with its network."""
+    hooks = []
+    for name in spans:
+        for p in method.networks[name].parameters():
+            if p.requires_grad:
+                hooks.append(
+                    p.register_post_accumulate_grad_hook(
+                        lambda p, n=param_net[id(p)]: ledger.relabel(p.grad.untyped_storage(), ("grads", n))
+                    )
+                )
+    return hooks
+
+
+def _plan_of(
+    cfg: ExperimentConfig,
+    ledger: _Ledger,
+    networks: dict[str, nn.Module],
+    roles: dict,
+    spans: dict,
+    step: int,
+) -> MemoryPlan:
+    """The plan the ledger recorded over the step."""
+    sums, max_sums = ledger.peak_sums, ledger.max_sums
+    result_nets = []
+    for name, net in networks.items():
+        weights = ledger.sums.get(("weights", name), 0) + ledger.sums.get(("buffers", name), 0)
+        result_nets.append(
+            NetworkMemory(
+                name=name,
+                role=roles.get(name, "held"),
+                params=sum(p.numel() for p in net.parameters()),
+                weights=weights,
+                grads=max_sums.get(("grads", name), 0),
+                adamw=ledger.sums.get(("adamw", name), 0),
+                activations_at_peak=sums.get(("activations", name), 0),
+                activations_max=max_sums.get(("activations", name), 0),
+                checkpointing=_checkpointed(net),
+            )
         )
-        return plan
+    active = [n for n, sp in spans.items() if sp.start <= step < sp.end]
+    breakdown = {c: 0 for c in CATEGORIES}
+    for (category, _), nbytes in sums.items():
+        breakdown[category] += nbytes
+    return MemoryPlan(
+        config="",
+        method=cfg.method.name,
+        overrides=[],
+        batch_size=cfg.data.batch_size,
+        crop_size=tuple(cfg.data.crop_size),
+        bf16=cfg.train.bf16,
+        networks=result_nets,
+        peak=ledger.peak,
+        breakdown={k: v for k, v in breakdown.items() if v},
+        peak_phase=ledger.peak_phase,
+        note=f"step {step}, trains {', '.join(active)}",
+    )
 
 
 def _init_optimizer_state(optimizers: dict, executor: _Executor, ledger: _Ledger) -> None:
@@ -675,9 +704,6 @@ def _label_optimizer_state(opt, name: str, ledger: _Ledger) -> None:
 def _run_step(method, optimizers, spans, cfg, step: int, batch: dict, executor: _Executor, ledger: _Ledger):
     """One step as ``duda.engine.trainer._Run.step`` takes it (no finiteness check: the losses
     have no values)."""
-    from duda.engine.optim import set_lr, span_lr_factor
-    from duda.engine.trainer import step_seed
-    from duda.methods import StepContext
 
     active = [n for n, s in spans.items() if s.start <= step < s.end]
     for name in active:
@@ -697,7 +723,6 @@ def _run_step(method, optimizers, spans, cfg, step: int, batch: dict, executor: 
 
 
 def _checkpointed(net: nn.Module) -> bool:
-    from duda.models.mit import MiTBackbone
 
     return any(isinstance(m, MiTBackbone) and m.checkpointing for m in net.modules())
 
@@ -722,8 +747,6 @@ def memory_switches(cfg: ExperimentConfig, plan: MemoryPlan) -> list[Switch]:
     as it is first: activation checkpointing of the largest trained MiT network, bf16 autocast,
     the ImageNet feature distance off (where an ``imnet`` network is declared), a smaller crop
     (and detail crop of a multi-resolution network)."""
-    from duda.methods import network_specs
-    from duda.models.factory import recipe
 
     specs = network_specs(cfg)
     out = []
@@ -738,7 +761,7 @@ def memory_switches(cfg: ExperimentConfig, plan: MemoryPlan) -> list[Switch]:
         out.append(Switch("bf16 autocast", ["train.bf16=true"], "numerics: bf16 matmuls and convolutions"))
     if "imnet" in specs:
         out.append(
-            Switch("ImageNet feature distance off", ["method.uda.fd_weight=0"], "drops a loss of the method")
+            Switch("ImageNet feature distance off", [FEATURE_DISTANCE_OFF], "drops a loss of the method")
         )
     h, w = (_shrink(s) for s in cfg.data.crop_size)
     if (h, w) != tuple(cfg.data.crop_size):
@@ -746,7 +769,7 @@ def memory_switches(cfg: ExperimentConfig, plan: MemoryPlan) -> list[Switch]:
         multires = next((s.multires for s in specs.values() if s.multires), None)
         if multires and "hr_crop_size" in multires:
             hh, hw = (_shrink(s) for s in multires["hr_crop_size"])
-            overrides.append(f"method.hrda.hr_crop_size=[{min(hh, h)},{min(hw, w)}]")
+            overrides.append(f"{DETAIL_CROP_KEY}=[{min(hh, h)},{min(hw, w)}]")
         out.append(Switch(f"smaller crop {h}×{w}", overrides, "less context per image"))
     return out
 

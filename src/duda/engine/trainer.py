@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import yaml
 
-from duda import loading
+from duda import inference
 from duda.config import ExperimentConfig, to_dict
 from duda.engine import checkpoint as ckpt_io
 from duda.engine.distributed import (
@@ -344,7 +344,7 @@ def _train(cfg, resume, overwrite, progress, max_steps, device, dist_info, work_
     # 1. Everything that depends only on the inputs, before the work_dir is created or touched.
     src, tgt, val = build_datasets(cfg)
     num_classes = src.labels.num_classes
-    meta = loading.dataset_meta(val or tgt or src)
+    meta = inference.dataset_meta(val or tgt or src)
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
     method = build_method(cfg, num_classes, device)
     spans = method.spans()
@@ -601,7 +601,7 @@ class _Run:
             results = self.evaluate(step)
             if self.is_main:
                 ship = self.method.networks[self.method.ship]
-                model_dir = loading.save_deploy_model(self.work_dir / "model", ship, self.meta)
+                model_dir = inference.save_deploy_model(self.work_dir / "model", ship, self.meta)
                 if results:
                     write_text(self.work_dir / "eval.json", json.dumps(results, indent=2), what="results")
                 self.log(f"finished {total} steps: model {model_dir} (checkpoint {self.last_ckpt})")

@@ -251,7 +251,7 @@ class WorkDirLock:
 def run_contents(work_dir: str | os.PathLike) -> list[str]:
     """What in ``work_dir`` belongs to an earlier run (empty when it holds none): checkpoints,
     the shipped model, results, metrics, the config."""
-    from duda.engine.checkpoint import list_checkpoints
+    from duda.checkpoints import list_checkpoints
 
     work_dir = Path(work_dir)
     found = []

@@ -14,8 +14,9 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from duda.errors import DatasetError
-from duda.evaluation.inference import infer
 from duda.evaluation.metrics import EvalResult, IoUMetric
+from duda.inference.modes import infer
+from duda.inference.options import DEFAULT_CROP, DEFAULT_STRIDE
 from duda.progress import progress_bar
 
 PredictionHook = Callable[[str, np.ndarray], None]
@@ -48,8 +49,8 @@ def accumulate(
     metric: IoUMetric,
     *,
     mode: str = "whole",
-    crop: tuple[int, int] = (512, 512),
-    stride: tuple[int, int] = (341, 341),
+    crop: tuple[int, int] = DEFAULT_CROP,
+    stride: tuple[int, int] = DEFAULT_STRIDE,
     flip: bool = False,
     bf16: bool = False,
     device: torch.device | str = "cpu",
@@ -94,8 +95,8 @@ def evaluate(
     loader: Iterable[dict[str, Any]],
     num_classes: int,
     mode: str = "whole",
-    crop: tuple[int, int] = (512, 512),
-    stride: tuple[int, int] = (341, 341),
+    crop: tuple[int, int] = DEFAULT_CROP,
+    stride: tuple[int, int] = DEFAULT_STRIDE,
     *,
     flip: bool = False,
     bf16: bool = False,

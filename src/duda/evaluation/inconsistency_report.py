@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from duda.evaluation.inference import infer_whole, upsample_logits
 from duda.evaluation.metrics import IoUMetric
+from duda.inference.modes import infer_whole, upsample_logits
 from duda.uda.inconsistency import InconsistencyMeter, rank_correlation
 
 

@@ -11,51 +11,9 @@ import numpy as np
 from PIL import Image
 
 from duda.files import atomic_path
+from duda.inference.image import checked_rgb, colorize, overlay
 
-
-def colorize(label: np.ndarray, palette: np.ndarray | Sequence[Sequence[int]]) -> np.ndarray:
-    """RGB ``H×W×3`` uint8 picture of a trainId map; ignore (255) and unknown ids are black."""
-    pal = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
-    # A 256-entry lookup table makes any uint8 id safe: ids beyond the palette stay black.
-    lut = np.zeros((256, 3), dtype=np.uint8)
-    n = min(len(pal), 255)
-    lut[:n] = pal[:n]
-    label = np.asarray(label)
-    if label.dtype != np.uint8:
-        label = np.where((label < 0) | (label > 255), 255, label).astype(np.uint8)
-    return lut[label]
-
-
-def _as_rgb(img: np.ndarray) -> np.ndarray:
-    img = np.asarray(img)
-    if img.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 image, got dtype {img.dtype}")
-    if img.ndim == 2:
-        return np.repeat(img[:, :, None], 3, axis=2)
-    if img.ndim == 3 and img.shape[2] == 3:
-        return img
-    raise ValueError(f"expected an H×W or H×W×3 image, got shape {img.shape}")
-
-
-def overlay(
-    img: np.ndarray, color: np.ndarray, alpha: float = 0.5, mask: np.ndarray | None = None
-) -> np.ndarray:
-    """Blend ``(1 - alpha)·img + alpha·color`` (both ``H×W×3`` uint8); where ``mask`` is False
-    (e.g. ignored pixels) the image is kept as it is."""
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    img, color = _as_rgb(img), _as_rgb(color)
-    if img.shape != color.shape:
-        raise ValueError(f"image {img.shape} and colour map {color.shape} differ in size")
-    out = np.empty_like(img)
-    rows = max(1, (1 << 22) // max(img.shape[1], 1))  # float temporaries of ~4 Mpx at a time
-    for r0 in range(0, img.shape[0], rows):
-        part = slice(r0, r0 + rows)
-        blend = img[part].astype(np.float32) * (1.0 - alpha) + color[part].astype(np.float32) * alpha
-        out[part] = np.clip(np.rint(blend), 0, 255).astype(np.uint8)
-    if mask is not None:
-        out = np.where(np.asarray(mask, dtype=bool)[:, :, None], out, img)
-    return out
+__all__ = ["colorize", "make_grid", "overlay", "save_png"]
 
 
 def make_grid(
@@ -74,7 +32,7 @@ def make_grid(
         raise ValueError("make_grid needs at least one picture")
     if titles is not None and [len(t) for t in titles] != [len(r) for r in rows]:
         raise ValueError("titles must have the same layout (rows × columns) as the pictures")
-    cells = [[None if c is None else _as_rgb(c) for c in row] for row in rows]
+    cells = [[None if c is None else checked_rgb(c) for c in row] for row in rows]
     present = [c for row in cells for c in row if c is not None]
     cell_h = max(c.shape[0] for c in present)
     cell_w = max(c.shape[1] for c in present)

@@ -23,14 +23,16 @@ checkpoints, logging and distribution.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 import torch
 from torch import nn
 
 from duda.config import ExperimentConfig, ModelConfig
+from duda.errors import ConfigError
 
 if TYPE_CHECKING:
     from duda.models.segmentor import SegmentationModel
@@ -228,3 +230,46 @@ def to_device(batch: dict, device: torch.device, channels_last: bool = False) ->
                 v = v.contiguous(memory_format=torch.channels_last)
         out[k] = v
     return out
+
+
+# --------------------------------------------------------------------------- networks from files
+
+
+class NetworkFiles(Protocol):
+    """How a method reads networks from files (extra teachers, initial weights). The methods do
+    not import the loaders, which sit above them: ``duda.inference`` installs one when imported
+    (the training engine imports it)."""
+
+    def load(self, path: str | os.PathLike, which: str) -> Any:
+        """An ``InferenceModel`` of network ``which`` held by ``path`` (any source duda loads)."""
+        ...
+
+    def init_states(
+        self,
+        path: str | os.PathLike,
+        model: nn.Module,
+        where: str,
+        model_name: str | None = None,
+        num_classes: int | None = None,
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+        """``model``'s weights from ``path``, and its EMA teacher's when the file has them."""
+        ...
+
+
+_network_files: NetworkFiles | None = None
+
+
+def set_network_files(provider: NetworkFiles | None) -> None:
+    """Install how methods read networks from files (``duda.inference`` does it on import)."""
+    global _network_files
+    _network_files = provider
+
+
+def network_files(where: str) -> NetworkFiles:
+    """The installed :class:`NetworkFiles`; a ConfigError naming ``where`` when there is none."""
+    if _network_files is None:
+        raise ConfigError(
+            f"{where}: reading networks from files needs duda.inference, which is not imported; "
+            "`import duda.inference` first (duda train and duda.train do)"
+        )
+    return _network_files

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from duda.methods.bench_cases import BenchCase
 from duda.methods.registry import register_method
 from duda.methods.self_training import SelfTraining
+
+#: what the large-model-alone cases of `duda bench` train
+LARGE_ALONE = "the large model alone"
 
 
 @register_method
@@ -12,6 +16,13 @@ class DAFormer(SelfTraining):
 
     name = "daformer"
     summary = "DAFormer: EMA self-training with ClassMix, strong augmentation and feature distance"
+    # `duda bench`: the one-network large-model step the other cases are compared with
+    bench_cases = (
+        BenchCase(
+            "daformer", "daformer", rank=1, trains=LARGE_ALONE, label="large-model DAFormer",
+            short_label="large DAFormer", reference=True, loader_demand=True,
+        ),
+    )  # fmt: skip
 
 
 @register_method
@@ -21,3 +32,4 @@ class MIC(DAFormer):
     name = "mic"
     summary = "MIC: DAFormer plus masked image consistency"
     masking = True
+    bench_cases = (BenchCase("mic", "mic", rank=2, trains=LARGE_ALONE),)

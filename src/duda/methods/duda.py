@@ -23,8 +23,8 @@ from torch import nn
 
 from duda.config import ExperimentConfig
 from duda.errors import ConfigError
-from duda.loading import load_inference_model
-from duda.methods.base import Method, NetworkSpec, StepContext
+from duda.methods.base import Method, NetworkSpec, StepContext, network_files
+from duda.methods.bench_cases import BenchCase, large_in
 from duda.methods.registry import method_class, register_method
 from duda.methods.self_training import (
     MEAN,
@@ -69,6 +69,21 @@ class DUDA(Method):
     )
     sections = ("uda", "duda")
     eval_networks = ("student", "teacher", "large")
+    # `duda bench`: stage 1 (L with T, and S) and stage 2 (S with the frozen T; I'_c given directly,
+    # so no target pass), each compared with the large model trained alone
+    bench_cases = (
+        BenchCase(
+            "duda-stage1", "duda", large_in("duda", stage1_iters=5), trains_small=True, rank=3,
+            trains="large + small with the EMA teacher", label="DUDA stage-1", compare=True,
+            target_ratio=1.25, loader_demand=True,
+        ),
+        BenchCase(
+            "duda-stage2", "duda", large_in("duda", stage1_iters=5), trains_small=True, step=6,
+            prepare=lambda method, classes: setattr(method, "inconsistency", torch.linspace(0, 1, classes)),
+            rank=4, trains="the small model with the frozen teacher (inconsistency weights set directly)",
+            label="DUDA stage-2", compare=True,
+        ),
+    )  # fmt: skip
 
     # ------------------------------------------------------------------ declaration
     @classmethod
@@ -145,7 +160,7 @@ class DUDA(Method):
         # extra frozen teachers (multi-teacher); rebuilt from their files, not checkpointed
         self.extra_teachers: list[tuple[nn.Module, float]] = []
         for spec in self.d.teachers:
-            loaded = load_inference_model(spec.checkpoint, which=spec.network)
+            loaded = network_files("method.duda.teachers").load(spec.checkpoint, which=spec.network)
             if not isinstance(loaded.model, nn.Module):
                 raise ConfigError(f"method.duda.teachers: {spec.checkpoint} is not a PyTorch model (ONNX?)")
             if loaded.num_classes != num_classes:
@@ -167,29 +182,14 @@ class DUDA(Method):
             super().set_forward(name, module)
 
     def _init_large(self, large: nn.Module) -> dict | None:
-        """Load ``method.duda.large_init`` into L; returns T's weights when the file has its own."""
-        from pathlib import Path
-
-        from duda.models import reference_checkpoint as reference
-
+        """Load ``method.duda.large_init`` into L; returns T's weights when the file has its own
+        (a published mmseg checkpoint with an EMA teacher), read by ``duda.inference``."""
         where = f"method.duda.large_init={self.d.large_init}"
-        path = Path(self.d.large_init)
-        if path.is_dir() and (path / "latest.pth").is_file():
-            path = path / "latest.pth"
-        ckpt = reference.read_reference_file(path) if path.is_file() else None
-        if ckpt is not None and reference.is_reference_checkpoint(ckpt):
-            init = reference.reference_init_states(
-                ckpt, large, where, model_name=self.d.large.name, num_classes=self.num_classes
-            )
-            large.load_state_dict(init.student)
-            return init.teacher
-        loaded = load_inference_model(path, which="student")
-        if not isinstance(loaded.model, nn.Module):
-            raise ConfigError(f"{where}: not a PyTorch model (ONNX?)")
-        state = loaded.model.state_dict()
-        reference.check_fits(large.state_dict(), state, f"{where} (holds {loaded.model_name} {loaded.spec})")
-        large.load_state_dict(state)
-        return None
+        student, teacher = network_files(where).init_states(
+            self.d.large_init, large, where, model_name=self.d.large.name, num_classes=self.num_classes
+        )
+        large.load_state_dict(student)
+        return teacher
 
     def train_step(self, batch: dict, ctx: StepContext) -> dict:
         if ctx.step < self.n1:

@@ -23,12 +23,16 @@ Example (one file is all a new method needs, plus a config with ``method.name: m
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+import importlib.metadata
+import importlib.util
+import os
+import sys
+from pathlib import Path
 
 from duda.errors import ConfigError
-
-if TYPE_CHECKING:
-    from duda.methods.base import Method
+from duda.log import info
+from duda.methods.base import Method
+from duda.methods.sections import section_names
 
 ENTRY_POINT_GROUP = "duda.methods"
 BUILTIN_MODULES = (
@@ -43,14 +47,22 @@ _loaded = False
 
 
 def register_method(cls: type[Method]) -> type[Method]:
-    """Class decorator: make ``cls`` the method named ``cls.name``."""
-    from duda.methods.base import Method
-
+    """Class decorator: make ``cls`` the method named ``cls.name``; the sections it reads
+    (``cls.sections``) must be registered ones (:func:`duda.methods.sections.register_section`)
+    or ``options``."""
     if not (isinstance(cls, type) and issubclass(cls, Method)):
         raise TypeError(f"register_method: {cls!r} is not a subclass of duda.methods.Method")
     name = getattr(cls, "name", "")
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"register_method: {cls.__qualname__}.name must be an identifier, got {name!r}")
+    known = section_names()
+    unknown = [s for s in getattr(cls, "sections", ()) if s != "options" and s not in known]
+    if unknown:
+        raise ValueError(
+            f"register_method: {cls.__qualname__}.sections names {unknown}, which are not sections of "
+            f"the method config (registered: {', '.join(known)}, options); declare a section with "
+            "duda.methods.register_section"
+        )
     held = _REGISTRY.get(name)
     if held is not None and (held.__module__, held.__qualname__) != (cls.__module__, cls.__qualname__):
         raise ValueError(
@@ -64,9 +76,6 @@ def register_method(cls: type[Method]) -> type[Method]:
 def import_method_modules(modules: list[str] | tuple[str, ...]) -> None:
     """Import modules that register methods (``--import``): a module name, found on the path
     or in the current folder, or a ``.py`` file. An error names the module."""
-    import os
-    import sys
-
     for module in modules:
         try:
             if module.endswith(".py"):
@@ -80,10 +89,6 @@ def import_method_modules(modules: list[str] | tuple[str, ...]) -> None:
 
 
 def _import_file(path: str) -> None:
-    import importlib.util
-    import sys
-    from pathlib import Path
-
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"--import {path}: no such file")
@@ -107,14 +112,10 @@ def _load() -> None:
     _loaded = True
     for module in BUILTIN_MODULES:
         importlib.import_module(module)
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:
             ep.load()
         except Exception as exc:  # a broken plug-in must not stop duda's own methods
-            from duda.log import info
-
             info(f"warning: entry point {ep.name} = {ep.value} ({ENTRY_POINT_GROUP}) failed to load: {exc}")
 
 

@@ -25,9 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from duda.config import ExperimentConfig, ModelConfig, UDAConfig
+from duda.config import ExperimentConfig, ModelConfig
 from duda.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from duda.methods.base import Method, NetworkSpec, StepContext
+from duda.methods.sections import UDAConfig
 from duda.uda.classmix import classmix_masks, mix
 from duda.uda.ema import ema_alpha, ema_update, make_ema_teacher
 from duda.uda.feature_distance import feature_distance_loss, thing_cell_mask

@@ -6,6 +6,7 @@ With a labelled *target* split as ``data.source`` this is also the oracle (the c
 from __future__ import annotations
 
 from duda.methods.base import Method, NetworkSpec, StepContext
+from duda.methods.bench_cases import BenchCase
 from duda.methods.registry import register_method
 from duda.uda.losses import ce
 
@@ -15,6 +16,7 @@ class SourceOnly(Method):
     name = "source_only"
     summary = "supervised training on the labelled domain only (with a labelled target: the oracle)"
     needs_target = False
+    bench_cases = (BenchCase("source_only", "source_only", rank=0, trains="the large model alone"),)
 
     @classmethod
     def network_specs(cls, cfg) -> dict[str, NetworkSpec]:

@@ -20,6 +20,7 @@ from torch import nn
 from duda.config_base import PositiveInt, from_dict
 from duda.errors import CheckpointError, ConfigError
 from duda.models import heads as H
+from duda.models.flops import flop_counter
 from duda.models.mit import MiTArch, MiTBackbone, mit_variant
 from duda.models.pretrained import (
     load_backbone_weights,
@@ -223,9 +224,12 @@ def _json_ready(overrides: dict[str, Any]) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()}
 
 
-def _build_head(
+def build_head(
     kind: str, fields: dict[str, Any], in_channels: tuple[int, ...], num_classes: int
 ) -> nn.Module:
+    """The decode head of ``kind`` (a recipe's ``head``: ``"daformer"``, ``"segformer"``,
+    ``"deeplabv2"`` or DeepLabV3+) from resolved architecture ``fields``, on backbone stages of
+    ``in_channels``, with ``num_classes`` outputs."""
     if kind == "daformer":
         return H.DAFormerHead(
             in_channels, num_classes, fields["head_channels"], fields["head_dilations"], fields["dropout"]
@@ -264,7 +268,7 @@ def build_model(
             backbone: nn.Module = MiTBackbone(MiTArch(**backbone_args))
         else:
             backbone = ResNetBackbone(ResNetArch(**backbone_args))
-        head = _build_head(r.head, fields, backbone.out_channels, num_classes)
+        head = build_head(r.head, fields, backbone.out_channels, num_classes)
     except ValueError as exc:
         raise ConfigError(f"model {name!r} with {overrides}: {exc}") from None
     # DeepLabV2 classifies the last stage; the others return logits at the finest level.
@@ -305,6 +309,8 @@ def build_network(
             raise ConfigError(f"model {name!r}: {exc}") from None
     if multires is None:
         return model
+    # In the function: duda.models.hrda imports this module (build_from_spec, build_head), so a
+    # module-level import here would be circular.
     from duda.models.hrda import wrap_multires
 
     return wrap_multires(model, multires)
@@ -340,8 +346,6 @@ def count_flops(
     Counted with ``torch.utils.flop_counter.FlopCounterMode`` on the meta device: shapes only,
     no memory and no arithmetic, so even MiT-B5 takes about a second.
     """
-    from duda.models.flops import flop_counter
-
     with torch.device("meta"):
         model = build_model(name, num_classes, **overrides).eval()
         x = torch.empty(batch, 3, *size)

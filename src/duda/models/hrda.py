@@ -24,15 +24,8 @@ a zero map, so outside the crop the prediction is the LR one alone.
 Reference: ``mmseg/models/segmentors/hrda_encoder_decoder.py`` and
 ``mmseg/models/decode_heads/hrda_head.py`` in lhoyer/HRDA (identical in lhoyer/MIC ``seg/``).
 
-Teacher pseudo-labels (reference ``DACS.forward_train`` → ``ema_model.generate_pseudo_label``
-→ ``HRDAEncoderDecoder.encode_decode``): the EMA teacher runs the *inference* form over the whole
-training crop (1024×1024 target image): LR context = the crop at half resolution, HR detail by an
-overlapping sliding window of ``hr_crop_size`` (512, stride 256: 3×3 windows, all windows of the
-batch through the network as one batch), attention over the whole crop, no masking; the fused
-logits are upsampled bilinearly to the crop size. The teacher is not in eval mode: mmseg puts the
-whole UDA module in train mode and the reference only switches off Dropout and DropPath, so the
-heads' BatchNorms use batch statistics (the project's ``make_ema_teacher`` / ``disable_dropout``
-reproduce this). :func:`teacher_logits` is that forward.
+The training method around the network (HRDA's loss composition, feature distance and the
+teacher's pseudo-labels from the inference form) is :mod:`duda.methods.hrda`.
 """
 
 from __future__ import annotations
@@ -49,12 +42,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from duda.errors import ConfigError
-from duda.evaluation.inference import iter_windows
 from duda.models import heads as H
-from duda.models.factory import _build_head, build_from_spec, recipe, resolve_arch
+from duda.models.factory import build_from_spec, build_head, recipe, resolve_arch
 from duda.models.segmentor import SegmentationModel
-from duda.uda.feature_distance import THING_CLASSES, feature_distance_loss, thing_cell_mask
-from duda.uda.losses import weighted_ce
+from duda.windows import iter_windows
 
 Box = tuple[int, int, int, int]  # (y1, y2, x1, x2), end exclusive
 
@@ -241,7 +232,7 @@ class MultiResSpec:
 # Pure pieces: resizing, sliding-window assembly, fusion
 
 
-def _resize(x: torch.Tensor, factor: float) -> torch.Tensor:
+def resize_by(x: torch.Tensor, factor: float) -> torch.Tensor:
     """Bilinear resize by ``factor`` (``align_corners=False``, the factor itself used for the
     sampling grid, as mmseg's ``resize(scale_factor=…)``); identity for factor 1."""
     if factor == 1:
@@ -251,7 +242,7 @@ def _resize(x: torch.Tensor, factor: float) -> torch.Tensor:
 
 def blur_down_up(img: torch.Tensor, factor: float = 0.5) -> torch.Tensor:
     """Bilinear down by ``factor`` then up by ``1/factor``: the "blurred HR" ablation input."""
-    return _resize(_resize(img, factor), 1 / factor)
+    return resize_by(resize_by(img, factor), 1 / factor)
 
 
 def slide_assemble(
@@ -264,7 +255,7 @@ def slide_assemble(
     """Logits of ``img`` (B×C×H×W) assembled from windows: the average over the windows covering
     each logit cell.
 
-    Windows of ``crop`` every ``stride`` (``duda.evaluation.inference.iter_windows``: the last
+    Windows of ``crop`` every ``stride`` (``duda.windows.iter_windows``: the last
     window is moved back to end at the border; one window of the whole side when the image is
     smaller than the crop). All windows go through ``fn`` as ONE batch (window-major: window 0
     of every image, then window 1, …), as the reference's ``extract_slide_feat`` does — this
@@ -323,8 +314,8 @@ def fuse_scales(
         mask[:, :, y1:y2, x1:x2] = 1
         masked = attention * mask
     lr_weighted = (1 - masked) * lr_logits
-    up_lr = _resize(lr_weighted, scale_ratio)
-    up_att = _resize(masked, scale_ratio) if torch.is_tensor(masked) else masked
+    up_lr = resize_by(lr_weighted, scale_ratio)
+    up_att = resize_by(masked, scale_ratio) if torch.is_tensor(masked) else masked
     if crop_box is not None:
         y1, y2, x1, x2 = scale_box(box, output_stride)
         if tuple(hr_logits.shape[-2:]) != (y2 - y1, x2 - x1) or y2 > up_lr.shape[2] or x2 > up_lr.shape[3]:
@@ -407,7 +398,7 @@ def build_attention_head(
         head = H.DAFormerHead(in_channels, out_channels, width, (1,), fields["dropout"])
         head.fuse = H.conv_bn_relu(width * len(in_channels), width, 1)
         return head
-    return _build_head(kind, fields, in_channels, out_channels)
+    return build_head(kind, fields, in_channels, out_channels)
 
 
 class HRDAModel(nn.Module):
@@ -452,7 +443,7 @@ class HRDAModel(nn.Module):
     def _scaled(self, x: torch.Tensor, scale: float) -> torch.Tensor:
         if scale == 1 and self.mr.blur_hr_crop:
             return blur_down_up(x)
-        return _resize(x, scale)
+        return resize_by(x, scale)
 
     def _attention(self, feats: list[torch.Tensor]) -> torch.Tensor | float:
         if self.head.attention is None:
@@ -551,121 +542,3 @@ def hrda_from_spec(spec: dict[str, Any], pretrained: str | os.PathLike | None = 
     if not is_hrda_spec(spec):
         raise ValueError(f"hrda_from_spec: spec has no 'hrda' key: {spec!r}")
     return build_from_spec(spec, pretrained)
-
-
-# ---------------------------------------------------------------------------------------------
-# Losses, feature distance, teacher
-
-
-def hrda_losses(
-    out: HRDAOutput,
-    labels: torch.Tensor,
-    weight: torch.Tensor | None,
-    spec: MultiResSpec,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor] = weighted_ce,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The reference's loss composition (``HRDAHead.losses``): total and its weighted parts.
-
-    ``labels`` (B×H×W) and ``weight`` (B×H×W, B×1×H×W or None) are at input resolution;
-    ``loss_fn(logits, labels, weight)`` upsamples the logits to the labels (bilinear) and averages
-    a pixel-weighted CE. With ``λ_hr = hr_loss_weight`` and ``λ_lr = lr_loss_weight``:
-
-        total = (1 − λ_hr − λ_lr)·L(fused, y) + λ_lr·L((1 − a)·LR, y) + λ_hr·L(HR, crop(y))
-
-    where ``crop(y)`` (and the weight) is the detail crop ``out.box``, and the LR term is left out
-    when ``λ_lr = 0`` (likewise HR). Parts: ``"fused"``, ``"lr"``, ``"hr"`` — the weighted terms
-    (what the reference logs as ``loss_seg``, ``lr.loss_seg``, ``hr.loss_seg``).
-    """
-    if labels.dim() != 3:
-        raise ValueError(f"hrda_losses: labels must be B×H×W, got shape {tuple(labels.shape)}")
-    if weight is not None and weight.dim() == 4:
-        weight = weight[:, 0]
-    fused = loss_fn(out.fused, labels, weight)
-    parts = {"fused": fused * (1 - spec.lr_loss_weight - spec.hr_loss_weight)}
-    if spec.lr_loss_weight > 0:
-        parts["lr"] = spec.lr_loss_weight * loss_fn(out.lr, labels, weight)
-    if spec.hr_loss_weight > 0:
-        hr_weight = crop(weight, out.box) if weight is not None else None
-        parts["hr"] = spec.hr_loss_weight * loss_fn(out.hr, crop(labels, out.box), hr_weight)
-    total = sum(parts.values(), torch.zeros((), device=fused.device, dtype=fused.dtype))
-    return total, parts
-
-
-def imnet_features_for_distance(
-    imnet_backbone: nn.Module, img: torch.Tensor, spec: MultiResSpec, box: Sequence[int]
-) -> list[torch.Tensor]:
-    """Last-stage features of the frozen ImageNet backbone, matching :func:`hrda_feature_distance`.
-
-    ``feature_scale`` a number (the LR scale, 0.5): one map, the whole image resized by it.
-    ``"all"``: one per scale — LR: the whole resized image; HR: the image at the HR scale (blurred
-    if ``blur_hr_crop``) cropped to the training ``box``. Computed without gradients; the caller
-    keeps the backbone in eval mode (the reference calls ``.eval()`` before each use).
-    """
-    with torch.no_grad():
-        if spec.feature_scale != "all":
-            return [imnet_backbone(_resize(img, float(spec.feature_scale)))[-1].detach()]
-        out = []
-        for i, s in enumerate(spec.scales):
-            scaled = blur_down_up(img) if (s == 1 and spec.blur_hr_crop) else _resize(img, s)
-            if i >= 1:
-                scaled = crop(scaled, box)
-            out.append(imnet_backbone(scaled)[-1].detach())
-        return out
-
-
-def hrda_feature_distance(
-    out: HRDAOutput,
-    img: torch.Tensor,
-    labels: torch.Tensor,
-    imnet_backbone: nn.Module,
-    spec: MultiResSpec,
-    *,
-    weight: float = 0.005,
-    thing_classes: Sequence[int] = THING_CLASSES,
-    min_ratio: float = 0.75,
-    num_classes: int = 19,
-    ignore_index: int = 255,
-) -> torch.Tensor:
-    """HRDA's ImageNet feature distance (reference ``DACS.calc_feat_dist``) on a source batch.
-
-    ``out`` is the student's training-form output with ``return_features=True`` on the source
-    image ``img`` (B×3×H×W) with labels ``labels`` (B×H×W).
-
-    - ``feature_scale`` = the LR scale (published configs, 0.5): the student's LR-context
-      last-stage features (whole image at half resolution, e.g. 512² → 16²) against the ImageNet
-      backbone's on the same resized image; the thing-class mask pools the FULL-resolution labels
-      to that grid (cell = H / h, 64 for 1024 → 16). One term.
-    - ``"all"``: the LR term as above plus an HR term: the detail crop's features against the
-      ImageNet backbone's on the same crop, with the labels cropped to ``out.box`` before pooling
-      (cell = crop / h). The terms are summed (not averaged).
-
-    Each term is ``weight ·`` mean over masked cells of ‖F − F_imnet‖₂ (``feature_distance_loss``;
-    an empty mask gives 0 where the reference gives NaN).
-    """
-    if out.features is None:
-        raise ValueError(
-            "hrda_feature_distance: the output has no features; run the model with return_features=True"
-        )
-    imnet = imnet_features_for_distance(imnet_backbone, img, spec, out.box)
-    student = [out.features[0]] if spec.feature_scale != "all" else list(out.features)
-    total = None
-    for i, (feat, feat_imnet) in enumerate(zip(student, imnet, strict=True)):
-        gt = crop(labels, out.box) if i >= 1 else labels
-        mask = thing_cell_mask(
-            gt, tuple(feat.shape[-2:]), thing_classes, min_ratio, ignore_index, num_classes
-        )
-        term = feature_distance_loss(feat, feat_imnet, mask, weight)
-        total = term if total is None else total + term
-    assert total is not None
-    return total
-
-
-def teacher_logits(model: HRDAModel, img: torch.Tensor) -> torch.Tensor:
-    """The reference teacher's logits for pseudo-labels: the inference form over the whole
-    (training-crop) image, upsampled bilinearly to the image size; no gradients.
-
-    The model's mode is the caller's (the reference: train mode with Dropout/DropPath off).
-    """
-    with torch.no_grad():
-        logits = model(img)
-        return F.interpolate(logits, size=tuple(img.shape[-2:]), mode="bilinear", align_corners=False)

@@ -38,7 +38,7 @@ class SegmentationModel(nn.Module):
     def num_classes(self) -> int:
         return int(self.spec["num_classes"])
 
-    #: Inputs with a side shorter than this are zero-padded by ``duda.evaluation.inference``: the
+    #: Inputs with a side shorter than this are zero-padded by ``duda.inference.modes``: the
     #: encoders reduce by up to 32 and MiT's attention reduction convolutions need that many pixels.
     min_input_side = 32
 

@@ -41,9 +41,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
+from duda.data.labels import CITYSCAPES, default_palette
+from duda.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from duda.errors import CheckpointError, ConfigError, DudaError
+from duda.files import atomic_path, ensure_dir, write_text
+from duda.inference.model import InferenceModel
+from duda.models.factory import allowed_overrides, build_model, list_models, recipe, resolve_arch
+from duda.models.pretrained import mit_stages_to_legacy, read_state_dict, state_mismatches
 
 HF_CONFIG = "config.json"
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
@@ -76,8 +83,6 @@ def hf_key(key: str) -> str:
     → ``decode_head.linear_fuse``, ``head.fuse.1`` → ``decode_head.batch_norm``,
     ``head.classifier`` → ``decode_head.classifier``. CheckpointError for any other key.
     """
-    from duda.models.pretrained import mit_stages_to_legacy
-
     if key.startswith("backbone.encoder."):
         rest = key.removeprefix("backbone.encoder.")
         if rest.startswith("stages."):  # transformers 5.x module names
@@ -99,7 +104,6 @@ def hf_key(key: str) -> str:
 def hub_layout(key: str) -> str:
     """A ``SegformerForSemanticSegmentation`` key in the hub layout; keys of transformers 5.x's
     module names (``segformer.stages.*``, ``decode_head.linear_projections.*``) are renamed."""
-    from duda.models.pretrained import mit_stages_to_legacy
 
     if key.startswith("segformer.stages."):
         return "segformer.encoder." + mit_stages_to_legacy(key.removeprefix("segformer."))
@@ -133,7 +137,6 @@ def from_hf_state(state: dict[str, torch.Tensor], model: nn.Module, source: str)
     ``model``'s keys, shapes and dtypes. Every key must map: CheckpointError from ``source``
     listing the missing, unexpected and wrongly shaped keys (BatchNorm's ``num_batches_tracked``
     may be absent)."""
-    from duda.models.pretrained import state_mismatches
 
     expected = to_hf_state(model)
     local = {hf_key(k): k for k in model.state_dict()}
@@ -174,7 +177,6 @@ _ARCH_TO_HF = {
 
 
 def _head_of(name: str) -> str:
-    from duda.models.factory import recipe
 
     r = recipe(name)
     return "segformer" if (r.backbone, r.head) == ("mit", "segformer") else r.head
@@ -182,13 +184,11 @@ def _head_of(name: str) -> str:
 
 def segformer_names() -> list[str]:
     """Model names with a MiT encoder and the SegFormer head: the ones transformers can hold."""
-    from duda.models.factory import list_models
 
     return [n for n in list_models() if _head_of(n) == "segformer"]
 
 
 def _refusal(name: str) -> str:
-    from duda.models.factory import recipe
 
     r = recipe(name)
     if r.backbone == "mit":
@@ -207,9 +207,7 @@ def _refusal(name: str) -> str:
 
 def segformer_config(spec: dict[str, Any], classes: list[str], duda_entry: dict[str, Any]):
     """The ``SegformerConfig`` of a ``segformer_mit*`` model ``spec``, labelled with ``classes``."""
-    from transformers import SegformerConfig
-
-    from duda.models.factory import resolve_arch
+    from transformers import SegformerConfig  # in here: importing transformers takes seconds
 
     fields = resolve_arch(spec["name"], dict(spec.get("arch") or {}))
     hf = {v: list(fields[k]) if isinstance(fields[k], tuple) else fields[k] for k, v in _ARCH_TO_HF.items()}
@@ -234,9 +232,7 @@ def arch_from_config(config: dict[str, Any], source: str) -> tuple[str, dict[str
     """The ``segformer_mit*`` name and architecture overrides that rebuild a SegformerConfig
     (a ``config.json`` dict): the name needing the fewest overrides, the one recorded in the
     ``"duda"`` entry first."""
-    from transformers import SegformerConfig
-
-    from duda.models.factory import allowed_overrides
+    from transformers import SegformerConfig  # in here: importing transformers takes seconds
 
     defaults = SegformerConfig()
 
@@ -310,7 +306,7 @@ def preprocessor_config(mean, std, resize: tuple[int, int] | None) -> dict[str, 
 def _check_export(folder: Path, model: nn.Module, shape: tuple[int, int]) -> tuple[float, float, float]:
     """Load ``folder`` with transformers strictly; (max |Δlogit|, argmax agreement, max |logit|)
     against ``model`` on a random input."""
-    from transformers import SegformerForSemanticSegmentation
+    from transformers import SegformerForSemanticSegmentation  # in here: transformers imports slowly
     from transformers.utils import logging as hf_logging
 
     bar = hf_logging.is_progress_bar_enabled()
@@ -338,7 +334,7 @@ def _check_export(folder: Path, model: nn.Module, shape: tuple[int, int]) -> tup
 
 
 def export_hf(loaded, out_dir: str | os.PathLike, check_shape: tuple[int, int] = (64, 64)) -> HFExport:
-    """Write ``loaded`` (an :class:`~duda.loading.InferenceModel` of a ``segformer_mit*``
+    """Write ``loaded`` (an :class:`~duda.inference.InferenceModel` of a ``segformer_mit*``
     model) as a transformers ``SegformerForSemanticSegmentation`` folder ``out_dir``.
 
     The folder is written beside ``out_dir``, loaded back with transformers and compared with the
@@ -349,22 +345,8 @@ def export_hf(loaded, out_dir: str | os.PathLike, check_shape: tuple[int, int] =
     1e-5 × max |logit| (1.2e-4 for a trained tiny demo model with logits up to 16); a wrong
     mapping gives differences of the order of the logits.
     """
-    from safetensors.torch import save_file
-
-    from duda.files import atomic_path, ensure_dir, write_text
-
     model = loaded.model
-    if not isinstance(model, nn.Module) or not isinstance(getattr(model, "spec", None), dict):
-        raise DudaError(f"{loaded.model_name}: not a PyTorch model (ONNX?); export from a checkpoint")
-    spec = model.spec
-    if spec.get("input_scale", 1.0) != 1.0 or "hrda" in spec:
-        what = "resizes its input first" if "hrda" not in spec else "is multi-resolution (HRDA)"
-        raise DudaError(
-            f"{loaded.model_name}: the model {what}, which SegformerForSemanticSegmentation cannot "
-            "express; export it as ONNX instead (duda export --format onnx)"
-        )
-    if _head_of(spec["name"]) != "segformer":
-        raise DudaError(_refusal(spec["name"]))
+    spec = _exportable_spec(loaded)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise DudaError(f"--out {out}: is a file, expected a folder for --format hf")
@@ -404,11 +386,26 @@ def export_hf(loaded, out_dir: str | os.PathLike, check_shape: tuple[int, int] =
     return HFExport(out, files, diff, agreement, check_shape)
 
 
+def _exportable_spec(loaded) -> dict[str, Any]:
+    """The spec of ``loaded``'s model; DudaError when transformers' SegFormer cannot express it."""
+    model = loaded.model
+    if not isinstance(model, nn.Module) or not isinstance(getattr(model, "spec", None), dict):
+        raise DudaError(f"{loaded.model_name}: not a PyTorch model (ONNX?); export from a checkpoint")
+    spec = model.spec
+    if spec.get("input_scale", 1.0) != 1.0 or "hrda" in spec:
+        what = "resizes its input first" if "hrda" not in spec else "is multi-resolution (HRDA)"
+        raise DudaError(
+            f"{loaded.model_name}: the model {what}, which SegformerForSemanticSegmentation cannot "
+            "express; export it as ONNX instead (duda export --format onnx)"
+        )
+    if _head_of(spec["name"]) != "segformer":
+        raise DudaError(_refusal(spec["name"]))
+    return spec
+
+
 def _check_against_transformers(config, state: dict[str, torch.Tensor]) -> None:
     """Every key and shape of transformers' own model for ``config`` is in ``state``, no more."""
-    from transformers import SegformerForSemanticSegmentation
-
-    from duda.models.pretrained import state_mismatches
+    from transformers import SegformerForSemanticSegmentation  # in here: transformers imports slowly
 
     with torch.device("meta"):
         reference = SegformerForSemanticSegmentation(config)
@@ -453,12 +450,11 @@ def is_hub_id(text: str) -> bool:
 def download_hf_model(repo_id: str) -> Path:
     """The local folder (hub cache) of hub repo ``repo_id``: its config.json, weights and, when
     there is one, preprocessor_config.json. Honours ``HF_HUB_OFFLINE``."""
+    # in here: huggingface_hub is needed only for hub ids and slows `import duda.inference`
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 
-    from duda.models.pretrained import _is_truthy
-
-    offline = _is_truthy(os.environ.get("HF_HUB_OFFLINE"))
+    offline = (os.environ.get("HF_HUB_OFFLINE") or "").strip().lower() in {"1", "true", "yes", "on"}
 
     def get(filename: str) -> Path | None:
         try:
@@ -510,7 +506,6 @@ def _labels(config: dict[str, Any], source: str) -> list[str]:
 
 
 def _palette(entry: dict[str, Any], classes: list[str]) -> np.ndarray:
-    from duda.data.labels import CITYSCAPES, default_palette
 
     palette = np.asarray(entry.get("palette") or [], dtype=np.int64)
     if palette.shape == (len(classes), 3) and palette.min() >= 0 and palette.max() <= 255:
@@ -522,7 +517,6 @@ def _palette(entry: dict[str, Any], classes: list[str]) -> np.ndarray:
 
 def _normalisation(folder: Path, entry: dict[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """mean/std in 0–255 units: the ``"duda"`` entry, else the preprocessor's (×255), else ImageNet's."""
-    from duda.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
     if entry.get("mean") and entry.get("std"):
         return tuple(map(float, entry["mean"])), tuple(map(float, entry["std"]))
@@ -552,14 +546,11 @@ def _resize(folder: Path, entry: dict[str, Any]) -> tuple[int, int] | None:
 
 
 def load_hf_folder(path: str | os.PathLike):
-    """An :class:`~duda.loading.InferenceModel` from a transformers
+    """An :class:`~duda.inference.InferenceModel` from a transformers
     ``SegformerForSemanticSegmentation`` folder (config.json + model.safetensors or
     pytorch_model.bin), as :func:`export_hf` writes and the ``nvidia/segformer-*`` repositories
     hold. CheckpointError naming the file for another model type, missing weights or weights that
     do not fit the config."""
-    from duda.loading import InferenceModel
-    from duda.models.factory import build_model
-    from duda.models.pretrained import read_state_dict
 
     folder = Path(path)
     config_path = folder / HF_CONFIG

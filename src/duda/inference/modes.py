@@ -1,5 +1,8 @@
 """Whole-image and sliding-window inference returning full-resolution logits.
 
+(Multi-resolution HRDA networks are run the same way: their fusion of scales is part of the
+network, :class:`duda.models.hrda.HRDAModel`.)
+
 A model here is anything that maps a normalised float32 ``B×3×h×w`` batch to logits
 ``B×K×h/s×w/s`` at some output stride ``s``: an ``nn.Module`` (a ``(logits, features)`` tuple is
 accepted too), or a numpy callable such as an ONNX Runtime session wrapper (float32 numpy in,
@@ -10,12 +13,15 @@ the window size, the assembled map to the requested output size — as the refer
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from duda.inference.options import DEFAULT_CROP, DEFAULT_STRIDE, InferenceOptions
+from duda.windows import iter_windows, window_starts
 
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -105,31 +111,12 @@ def infer_whole(
     return upsample_logits(upsample_logits(logits, tuple(img.shape[-2:])), out_hw)
 
 
-def window_starts(size: int, crop: int, stride: int) -> list[int]:
-    """Start offsets of windows of length ``crop`` every ``stride`` covering ``0..size``; the last
-    window is moved back to end at the border (start 0 and one window if ``size <= crop``)."""
-    if crop < 1 or stride < 1:
-        raise ValueError(f"crop and stride must be >= 1, got crop {crop}, stride {stride}")
-    count = max(size - crop + stride - 1, 0) // stride + 1
-    return [max(min(i * stride, size - crop), 0) for i in range(count)]
-
-
-def iter_windows(
-    hw: tuple[int, int], crop: tuple[int, int], stride: tuple[int, int]
-) -> Iterator[tuple[int, int, int, int]]:
-    """Windows ``(y0, y1, x0, x1)`` of a sliding-window pass over an image of size ``hw``."""
-    (h, w), (ch, cw), (sh, sw) = hw, crop, stride
-    for y0 in window_starts(h, ch, sh):
-        for x0 in window_starts(w, cw, sw):
-            yield y0, min(y0 + ch, h), x0, min(x0 + cw, w)
-
-
 @torch.no_grad()
 def infer_slide(
     model: nn.Module | Callable,
     img: torch.Tensor,
-    crop: tuple[int, int] = (512, 512),
-    stride: tuple[int, int] = (341, 341),
+    crop: tuple[int, int] = DEFAULT_CROP,
+    stride: tuple[int, int] = DEFAULT_STRIDE,
     num_classes: int | None = None,
     out_hw: tuple[int, int] | None = None,
     *,
@@ -177,8 +164,8 @@ def infer(
     out_hw: tuple[int, int] | None = None,
     *,
     mode: str = "whole",
-    crop: tuple[int, int] = (512, 512),
-    stride: tuple[int, int] = (341, 341),
+    crop: tuple[int, int] = DEFAULT_CROP,
+    stride: tuple[int, int] = DEFAULT_STRIDE,
     num_classes: int | None = None,
     flip: bool = False,
     bf16: bool = False,
@@ -189,6 +176,17 @@ def infer(
     if mode == "slide":
         return infer_slide(model, img, crop, stride, num_classes, out_hw, flip=flip, bf16=bf16)
     raise ValueError(f"inference mode must be 'whole' or 'slide', got {mode!r}")
+
+
+def infer_with(
+    model: nn.Module | Callable,
+    img: torch.Tensor,
+    options: InferenceOptions,
+    out_hw: tuple[int, int] | None = None,
+    num_classes: int | None = None,
+) -> torch.Tensor:
+    """:func:`infer` with the settings of ``options`` (``img`` already on its device)."""
+    return infer(model, img, out_hw, num_classes=num_classes, **options.infer_kwargs())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,8 +225,8 @@ def argmax_upsampled(
 def slide_labels(
     model: nn.Module | Callable,
     img: torch.Tensor,
-    crop: tuple[int, int] = (512, 512),
-    stride: tuple[int, int] = (341, 341),
+    crop: tuple[int, int] = DEFAULT_CROP,
+    stride: tuple[int, int] = DEFAULT_STRIDE,
     *,
     flip: bool = False,
     bf16: bool = False,
