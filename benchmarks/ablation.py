@@ -39,7 +39,7 @@ def variants(stage1_rows: bool = False) -> tuple[Variant, ...]:
     """The ablation rows. DUDA's project defaults differ from the paper's DUDA in stage 2 only
     (soft KD in stage 2, the stage-2 lr restart: docs/method.md section 7), so every DUDA row
     starts from the stage-1 checkpoint of the paper's DUDA run of the same seed, which is
-    bit-identical to training it from scratch (tests/engine/test_engine_train.py)."""
+    bit-identical to training it from scratch (tests/engine/test_trainer.py)."""
     base = load_config(str(configs_dir() / "duda.yaml"))
     n = base.train.iters
     large = base.method.duda.large

@@ -1,7 +1,17 @@
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+
+# Tests mirror the packages (tests/<package>/test_<module>.py) and are imported by path
+# (--import-mode=importlib), so two packages may each have a test_hrda.py; the shared helper
+# modules are imported by name from these folders.
+_HERE = Path(__file__).resolve().parent
+for _folder in ("", "engine", "data", "inference", "methods"):
+    if str(_HERE / _folder) not in sys.path:
+        sys.path.insert(0, str(_HERE / _folder))
 
 # Tests use tiny tensors: one intra-op thread is fastest and never stalls on a busy machine
 # (two OpenMP threads on a loaded 2-core machine made tiny steps ten times slower).
@@ -36,3 +46,19 @@ def mit_name():
         return f"{m[1]}encoder.encoder.{legacy if is_param else legacy.removesuffix('.weight')}"
 
     return convert
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory) -> Path:
+    """A tiny synthetic UDA benchmark (source in GTA layout, target in Cityscapes layout), for the
+    tests that train (engine, methods, inference, the API)."""
+    from duda.data.prepare import prepare_dataset
+    from duda.data.synth import generate_benchmark
+
+    root = tmp_path_factory.mktemp("synth")
+    generate_benchmark(
+        root, seed=0, size=(64, 128), n_source=12, n_target_train=8, n_target_val=3, domains=("real",)
+    )
+    prepare_dataset("gta", root / "source", progress=False, log=lambda _: None)
+    prepare_dataset("cityscapes", root / "real", progress=False, log=lambda _: None)
+    return root

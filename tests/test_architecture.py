@@ -294,3 +294,19 @@ def test_the_length_and_privacy_checks_can_fail():
     assert long_functions({"duda.m": (f"def f():\n{body}\n", False)})
     assert private_imports({"duda.m": ("from duda.models.factory import _build\n", False)})
     assert private_imports({"duda.uda.m": ("from ._checks import _check\n", False)})
+
+
+def test_tests_mirror_the_packages():
+    tests = Path(__file__).resolve().parent
+    packages = sorted(p.name for p in SRC.iterdir() if (p / "__init__.py").is_file() and p.name != "configs")
+    missing = [name for name in packages if not list((tests / name).glob("test_*.py"))]
+    assert not missing, f"packages without tests/<package>/test_*.py: {missing}"
+
+
+def test_nothing_imports_the_deprecated_loading_alias():
+    users = [
+        str(i)
+        for i in all_imports(all_sources())
+        if i.target == "duda.loading" and unit(i.module) != "loading"
+    ]
+    assert not users, users

@@ -85,6 +85,7 @@ def _add_import(parser: argparse.ArgumentParser, default) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # deferred, as in every command: `duda --help` must not load torch (duda/commands/__init__.py)
     from duda import log
 
     parser = build_parser()

@@ -27,10 +27,14 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 
+from duda.data.transforms import normalize
+from duda.engine.optim import build_optimizer, lr_factor, set_lr
 from duda.errors import ConfigError
 from duda.files import atomic_path, write_text
 from duda.log import info
+from duda.models import build_model
 
 PRETRAIN_VERSION = 1  # bump when the images or the recipe change: cached weights are then redone
 #: Region textures (every pixel of the image belongs to one) and shapes drawn on top.
@@ -209,7 +213,6 @@ class PretrainImages(torch.utils.data.Dataset):
         return self.length
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from duda.data.transforms import normalize
 
         index = self.start + i
         rgb, lbl = generate_pretrain_sample(index, self.cfg.seed, self.cfg.size)
@@ -256,10 +259,6 @@ def pretrain_encoder(
     """Train ``cfg.model``'s encoder on the procedural task; write ``out`` (.safetensors; float16
     with ``half``) and ``out`` + ``.json`` (how it was made, with the held-out mIoU). Returns that
     record."""
-    from safetensors.torch import save_file
-
-    from duda.engine.optim import build_optimizer, lr_factor, set_lr
-    from duda.models import build_model
 
     out = Path(out)
     if out.suffix != ".safetensors":

@@ -95,6 +95,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def options_from_args(args: argparse.Namespace):
     """BenchOptions from the defaults (or the quick set) with the given flags applied."""
+    # deferred, as in every command: `duda --help` must not load torch (duda/commands/__init__.py)
     from duda.deploy import bench as B
     from duda.deploy.bench_report import BenchOptions, quick_options
     from duda.errors import DudaError
@@ -143,6 +144,7 @@ def write_report(path: str, markdown: str) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    # deferred, as in every command: `duda --help` must not load torch (duda/commands/__init__.py)
     from duda.deploy.bench_report import render_markdown, run_benchmarks
 
     opts = options_from_args(args)

@@ -55,6 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_show(args: argparse.Namespace) -> int:
+    # deferred, as in every command: `duda --help` must not load torch (duda/commands/__init__.py)
     from duda.methods import show_config
 
     print(show_config(args.config, list(args.overrides)), end="")
@@ -62,6 +63,7 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    # deferred, as in every command: `duda --help` must not load torch (duda/commands/__init__.py)
     from duda.config import packaged_configs_dir
 
     root = packaged_configs_dir()
@@ -74,6 +76,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_methods(args: argparse.Namespace) -> int:
+    # deferred, as in every command: `duda --help` must not load torch (duda/commands/__init__.py)
     from duda.methods import method_class, method_names
 
     for name in method_names():

@@ -52,6 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # deferred, as in every command: `duda --help` must not load torch (duda/commands/__init__.py)
     import time
     from pathlib import Path
 
@@ -100,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _seed_list(text: str | None, seeds: int) -> list[int] | None:
+    # deferred, as in every command: `duda --help` must not load torch (duda/commands/__init__.py)
     from duda.errors import ConfigError
 
     if text is None:
@@ -114,6 +116,7 @@ def _seed_list(text: str | None, seeds: int) -> list[int] | None:
 
 
 def _variants(variants, text: str | None):
+    # deferred, as in every command: `duda --help` must not load torch (duda/commands/__init__.py)
     from duda.errors import ConfigError
 
     if text is None:

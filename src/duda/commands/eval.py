@@ -46,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # deferred, as in every command: `duda --help` must not load torch (duda/commands/__init__.py)
     from pathlib import Path
 
     from duda.errors import DudaError
@@ -64,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _score_folders(args: argparse.Namespace) -> int:
+    # deferred, as in every command: `duda --help` must not load torch (duda/commands/__init__.py)
     from duda.data.labels import CITYSCAPES
     from duda.evaluation.evaluate import score_folders
     from duda.evaluation.metrics import write_result_json
@@ -79,6 +81,7 @@ def _score_folders(args: argparse.Namespace) -> int:
 
 
 def _eval_checkpoint(args: argparse.Namespace) -> int:
+    # deferred, as in every command: `duda --help` must not load torch (duda/commands/__init__.py)
     from pathlib import Path
 
     from duda.api import load_model

@@ -100,6 +100,7 @@ def add_int8_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_int8_export(args: argparse.Namespace, loaded, height: int, width: int) -> int:
+    # deferred, as in every command: `duda --help` must not load torch (duda/commands/__init__.py)
     from pathlib import Path
 
     from duda.deploy.quantize import open_val_dataset, pick_evenly, quantize_export
@@ -143,6 +144,7 @@ def run_int8_export(args: argparse.Namespace, loaded, height: int, width: int) -
 
 def run_hf_export(args: argparse.Namespace) -> int:
     """``duda export --format hf``: the ONNX-only options are refused, not ignored."""
+    # deferred, as in every command: `duda --help` must not load torch (duda/commands/__init__.py)
     from pathlib import Path
 
     from duda.api import load_model
@@ -181,6 +183,7 @@ def default_size(resize: tuple[int, int] | None) -> tuple[int, int]:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    # deferred, as in every command: `duda --help` must not load torch (duda/commands/__init__.py)
     from pathlib import Path
 
     from duda.api import load_model

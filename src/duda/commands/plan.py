@@ -38,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # deferred, as in every command: `duda --help` must not load torch (duda/commands/__init__.py)
     from duda.engine.memory import advise, format_advice, format_plan, plan_config
 
     if args.gpu_mem is not None and not args.gpu_mem > 0:

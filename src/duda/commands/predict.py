@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 # = duda.inference.image.MAX_WHOLE_PIXELS and duda.inference.options.DEFAULT_CROP / DEFAULT_STRIDE
-# (not imported: `duda --help` must not load torch; tests/evaluation/test_eval_predict.py compares)
+# (not imported: `duda --help` must not load torch; tests/evaluation/test_predict.py compares)
 MAX_WHOLE_PIXELS = 4096 * 2048
 DEFAULT_CROP = (512, 512)
 DEFAULT_STRIDE = (341, 341)
@@ -101,6 +101,7 @@ def _add_inference_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    # deferred, as in every command: `duda --help` must not load torch (duda/commands/__init__.py)
     import torch
     from torch import nn
 

@@ -39,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # deferred, as in every command: `duda --help` must not load torch (duda/commands/__init__.py)
     from pathlib import Path
 
     from duda.demo.pretrained import DEMO_ENCODERS, demo_pretrain_config, shipped_dir

@@ -50,6 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # deferred, as in every command: `duda --help` must not load torch (duda/commands/__init__.py)
     import time
 
     from duda.data.synth import generate_benchmark, render_sheet

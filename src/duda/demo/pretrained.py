@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing as mp
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -148,8 +150,6 @@ def pretrain_in_parallel(
 ) -> float:
     """Make the encoders ``keys`` in ``cache_dir``, up to ``jobs`` at once (one torch thread
     each), largest first. Returns the seconds spent."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
 
     t0 = time.perf_counter()
     log(f"pretraining the {', '.join(keys)} encoder(s) (not shipped or out of date) into {cache_dir}, "

@@ -11,6 +11,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from duda.checkpoints import load_checkpoint
+from duda.data.datasets import build_dataset, build_dataset_from_config
+from duda.data.loader import EvalSet, build_eval_loader
+from duda.engine.logger import read_metrics
+from duda.evaluation.inconsistency_report import inconsistency_report, plot_report
+from duda.evaluation.visualize import colorize, make_grid, save_png
+from duda.inference import load_inference_model
+from duda.inference.modes import infer_whole
+from duda.methods import config_from_dict
+from duda.models import build_model
+from duda.models.factory import count_flops
+
 RARE = ("person", "rider", "train", "motorcycle", "bicycle", "traffic light", "traffic sign", "pole")
 
 
@@ -18,8 +30,6 @@ def model_stats(
     model_name: str, arch: dict, size: tuple[int, int], num_classes: int = 19, reps: int = 5
 ) -> dict:
     """Parameters, GFLOPs of one forward at ``size`` and CPU latency (batch 1, fp32, median)."""
-    from duda.models import build_model
-    from duda.models.factory import count_flops
 
     model = build_model(model_name, num_classes, **arch).eval()
     x = torch.randn(1, 3, *size)
@@ -38,7 +48,6 @@ def model_stats(
 
 
 def load_network(row: dict, seed_index: int = 0):
-    from duda.inference import load_inference_model
 
     work = Path(row["work_dirs"][seed_index])
     if row["network"] == "student":
@@ -147,8 +156,6 @@ def training_curves(rows: list[dict], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from duda.engine.logger import read_metrics
-
     runs = {}
     for r in rows:
         runs.setdefault(r["run"], Path(r["work_dirs"][0]))
@@ -174,10 +181,6 @@ def training_curves(rows: list[dict], path: Path) -> Path:
 
 def prediction_sheet(rows: list[dict], val_root: Path, path: Path, n_images: int = 4) -> Path:
     """Rows: target images; columns: image, ground truth, each model's prediction."""
-    from duda.data.datasets import build_dataset
-    from duda.data.loader import EvalSet
-    from duda.evaluation.visualize import colorize, make_grid, save_png
-    from duda.inference.modes import infer_whole
 
     dataset = build_dataset("cityscapes", val_root, "val")
     eval_set = EvalSet(dataset)
@@ -230,12 +233,6 @@ def write_report(rows: list[dict], out: Path, val_root: Path, domain: str, comma
 def figure_4a(rows: list[dict], path: Path) -> Path | None:
     """The paper's Fig. 4a on seed 0's DUDA run: I'_c between T and S at the end of stage 1 (the
     weights stage 2 starts from) beside their true per-class IoU gap on the labelled val split."""
-    from duda.checkpoints import load_checkpoint
-    from duda.data.datasets import build_dataset_from_config
-    from duda.data.loader import EvalSet, build_eval_loader
-    from duda.evaluation.inconsistency_report import inconsistency_report, plot_report
-    from duda.inference import load_inference_model
-    from duda.methods import config_from_dict
 
     duda = next((r for r in rows if r["run"] == "duda" and r["network"] == "student"), None)
     if duda is None:

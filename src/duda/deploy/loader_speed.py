@@ -21,6 +21,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from duda.data.datasets import CityscapesDataset, GTA5Dataset
+from duda.data.io import read_image
+from duda.data.loader import UDATrainSet, build_train_loader
+from duda.data.prepare import prepare_dataset
+from duda.data.transforms import resize_keep_ratio
+
 
 def natural_image(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     """Smooth blobs plus mild noise: compresses like a photo, unlike pure noise."""
@@ -64,7 +70,6 @@ def per_second(fn, repeats: int) -> float:
 
 
 def loader_rate(dataset, workers: int, batches: int, batch_size: int) -> float:
-    from duda.data.loader import build_train_loader
 
     it = iter(build_train_loader(dataset, batch_size=batch_size, workers=workers))
     next(it)  # start-up and first batch are not the steady state
@@ -83,12 +88,6 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=12, help="timed batches per worker count")
     parser.add_argument("--batch-size", type=int, default=2, help="samples per batch (DAFormer: 2)")
     args = parser.parse_args()
-
-    from duda.data.datasets import CityscapesDataset, GTA5Dataset
-    from duda.data.io import read_image
-    from duda.data.loader import UDATrainSet
-    from duda.data.prepare import prepare_dataset
-    from duda.data.transforms import resize_keep_ratio
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:

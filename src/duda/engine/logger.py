@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from duda.files import write_text
+
 
 class MetricLogger:
     """Appends records to ``WORK_DIR/metrics.jsonl`` (and TensorBoard).
@@ -75,7 +77,6 @@ def read_metrics(path: str | Path) -> list[dict]:
 def drop_records_after(path: str | Path, step: int) -> int:
     """Remove the records of steps after ``step`` (and a line cut short by a kill) from a
     metrics file, atomically; returns how many lines were dropped."""
-    from duda.files import write_text
 
     path = Path(path)
     if not path.is_file():

@@ -22,6 +22,9 @@ import yaml
 
 from duda import inference
 from duda.config import ExperimentConfig, to_dict
+from duda.data.datasets import build_dataset_from_config
+from duda.data.loader import EvalSet, UDATrainSet, build_eval_loader, build_train_loader
+from duda.data.rcs import RCSConfig
 from duda.engine import checkpoint as ckpt_io
 from duda.engine.distributed import (
     DistInfo,
@@ -34,8 +37,13 @@ from duda.engine.distributed import (
 )
 from duda.engine.logger import MetricLogger
 from duda.engine.optim import build_optimizer, set_lr, span_lr_factor
+from duda.engine.visuals import save_debug_grid
+from duda.engine.workdir import ExistingRunError, WorkDirLock, move_run_aside, run_contents
 from duda.errors import CheckpointError, ConfigError, DudaError
+from duda.evaluation.evaluate import accumulate
+from duda.evaluation.metrics import IoUMetric
 from duda.files import WriteError, write_text
+from duda.log import info
 from duda.methods import Method, StepContext, build_method, method_class
 from duda.methods.base import to_device
 from duda.progress import is_terminal
@@ -85,7 +93,6 @@ class _StopFlag:
 
 
 def build_datasets(cfg: ExperimentConfig):
-    from duda.data.datasets import build_dataset_from_config
 
     src = build_dataset_from_config(cfg.data.source)
     uses_target = method_class(cfg.method.name).needs_target
@@ -103,8 +110,6 @@ def make_train_loader(
     cfg: ExperimentConfig, src, tgt, start_iter: int, dist_info: DistInfo, device: torch.device | None = None
 ):
     """The training loader from ``start_iter`` on (batches pinned when ``device`` is CUDA)."""
-    from duda.data.loader import UDATrainSet, build_train_loader
-    from duda.data.rcs import RCSConfig
 
     r = cfg.data.rcs
     rcs = RCSConfig(r.temperature, r.min_pixels, r.min_crop_ratio) if r.enabled else None
@@ -135,7 +140,6 @@ def make_eval_loader(
     cfg: ExperimentConfig, dataset, ds_cfg, shard: DistInfo | None = None, device: torch.device | None = None
 ):
     """The evaluation loader of ``dataset`` (batches pinned when ``device`` is CUDA)."""
-    from duda.data.loader import EvalSet, build_eval_loader
 
     eval_set = EvalSet(dataset, resize=ds_cfg.resize or dataset.default_resize)
     if cfg.train.max_eval_images and len(eval_set) > cfg.train.max_eval_images:
@@ -155,8 +159,6 @@ def evaluate_networks(
     progress: bool = False,
 ) -> dict:
     """mIoU of each named network on the val loader (sharded over ranks, counts all-reduced)."""
-    from duda.evaluation.evaluate import accumulate
-    from duda.evaluation.metrics import IoUMetric
 
     results = {}
     for name in names:
@@ -204,7 +206,6 @@ def target_images_fn(cfg: ExperimentConfig, tgt, dist_info: DistInfo, device: to
     (batches pinned when ``device`` is CUDA)."""
 
     def target_images(limit: int = 0):
-        from duda.data.loader import EvalSet, build_eval_loader
 
         eval_set = EvalSet(tgt, resize=cfg.data.target.resize or tgt.default_resize)
         n = min(limit or len(eval_set), len(eval_set))
@@ -271,7 +272,6 @@ def train(
 
 def _log(is_main: bool):
     """``duda.log.info`` on the main process, nothing on the other ranks."""
-    from duda.log import info
 
     def log(*args) -> None:
         if is_main:
@@ -285,7 +285,6 @@ def _claim_work_dir(
 ):
     """Lock the work_dir and decide where the run starts (rank 0). Returns (lock, created,
     resume point or None); writes nothing but the lock, except ``overwrite`` moving a run aside."""
-    from duda.engine.workdir import ExistingRunError, WorkDirLock, move_run_aside, run_contents
 
     created = not work_dir.exists()
     try:
@@ -525,8 +524,6 @@ class _Run:
                 text = ", ".join(f"{k} {v:.2f}" for k, v in values.items())
                 self.log(f"step {step} {kind}: {text}")
         if want_vis and out.get("visuals"):
-            from duda.engine.visuals import save_debug_grid
-
             path = self.work_dir / "debug" / f"iter_{step:07d}.png"
             save_debug_grid(out["visuals"], path, self.src.labels.palette)
         if bar is not None:

@@ -25,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+from duda.checkpoints import list_checkpoints
 from duda.errors import DudaError
 from duda.files import ensure_dir, file_mode, write_error
 
@@ -251,7 +252,6 @@ class WorkDirLock:
 def run_contents(work_dir: str | os.PathLike) -> list[str]:
     """What in ``work_dir`` belongs to an earlier run (empty when it holds none): checkpoints,
     the shipped model, results, metrics, the config."""
-    from duda.checkpoints import list_checkpoints
 
     work_dir = Path(work_dir)
     found = []

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from duda.errors import DatasetError
+from duda.files import write_text
 
 # SYNTHIA has no terrain (9), truck (14) or train (16): mIoU16 leaves them out; mIoU13 also leaves
 # out wall (3), fence (4) and pole (5), following the convention of the SYNTHIA→Cityscapes papers.
@@ -144,7 +145,6 @@ def write_result_json(
     """Write ``result.to_dict(class_names)`` (plus ``extra`` keys) as JSON, atomically."""
     data = dict(extra or {})
     data.update(result.to_dict(class_names))
-    from duda.files import write_text
 
     return write_text(Path(path), json.dumps(data, indent=2) + "\n")
 

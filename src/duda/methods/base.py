@@ -32,7 +32,10 @@ import torch
 from torch import nn
 
 from duda.config import ExperimentConfig, ModelConfig
-from duda.errors import ConfigError
+from duda.config_base import from_dict
+from duda.errors import CheckpointError, ConfigError
+from duda.models import build_network
+from duda.models.mit import set_checkpointing
 
 if TYPE_CHECKING:
     from duda.models.segmentor import SegmentationModel
@@ -62,7 +65,6 @@ class NetworkSpec:
 
     def build(self, num_classes: int, pretrained: bool = True) -> SegmentationModel | nn.Module:
         """The network with fresh weights (ImageNet backbone when ``pretrained``)."""
-        from duda.models import build_network
 
         weights = self.config.pretrained if pretrained else None
         return build_network(
@@ -127,7 +129,6 @@ class Method:
     @classmethod
     def check_config(cls, cfg: ExperimentConfig) -> None:
         """Raise ``ConfigError`` (naming the key) for settings this method cannot run with."""
-        from duda.errors import ConfigError
 
         if cls.needs_target and cfg.data.target is None:
             raise ConfigError(f"method '{cls.name}' needs data.target (the unlabelled domain)")
@@ -141,7 +142,6 @@ class Method:
     @classmethod
     def options(cls, cfg: ExperimentConfig) -> Any:
         """``method.options`` read into ``options_class`` (typed, errors name the key)."""
-        from duda.config_base import from_dict
 
         if cls.options_class is None:
             return None
@@ -159,8 +159,6 @@ class Method:
         spec = NetworkSpec(model_cfg, multires=multires, input_scale=input_scale)
         model = spec.build(self.num_classes, pretrained)
         if model_cfg.checkpointing:  # checked by config validation: a MiT encoder is inside
-            from duda.models.mit import set_checkpointing
-
             set_checkpointing(model, True)
         model = model.to(self.device)
         if self.cfg.train.channels_last:
@@ -205,7 +203,6 @@ class Method:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        from duda.errors import CheckpointError
 
         missing = sorted(set(self.networks) - set(state))
         if missing:

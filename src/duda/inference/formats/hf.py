@@ -22,7 +22,7 @@ closest ``segformer_mit*`` name plus architecture overrides, and the weights loa
 The one difference is LayerNorm eps: duda's MiT uses the reference's 1e-6 in the block and stage
 norms (``mit.set_reference_layer_norm_eps``); transformers builds every SegFormer LayerNorm with
 1e-5 and has no config field for it. Logits therefore differ slightly: max |Δlogit| 8.8e-6 for the
-random tiny model of ``tests/models/test_hf_export.py`` (4.8e-7 with duda's eps set to 1e-5),
+random tiny model of ``tests/inference/test_formats_hf.py`` (4.8e-7 with duda's eps set to 1e-5),
 1.1–1.3e-4 for a trained tiny demo model with logits up to 16 (2.9e-6 with eps aligned), argmax
 identical. Every tensor is mapped by :func:`hf_key` and checked against transformers' own module
 list, so the mapping itself is exact.

@@ -66,7 +66,7 @@ def test_options_belong_to_methods_that_declare_them(synth_root, tmp_path):
 
 @pytest.mark.slow
 def test_a_method_from_an_outside_module_trains_through_duda_train(synth_root, tmp_path, capsys):
-    """One file (tests/engine/outside_method.py) + one config: train, resume, evaluate, ship."""
+    """One file (tests/methods/outside_method.py) + one config: train, resume, evaluate, ship."""
     cfg = tiny_config(
         synth_root,
         tmp_path / "run",

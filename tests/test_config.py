@@ -3,7 +3,7 @@
 ``tests/data/resolved_configs.json`` holds ``to_dict(load_config(...))`` of each of the 64 paper
 configs as they were before they were rewritten into ``configs/_base_`` files plus short leaves;
 every leaf must still resolve to exactly that. Regenerate it (only when a config is meant to change)
-with ``python tests/test_config_compose.py --write-snapshot``.
+with ``python tests/test_config.py --write-snapshot``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def write_snapshot() -> None:
     SNAPSHOT.write_text(
         "{\n"
         '  "_about": "to_dict(load_config(path)) of configs/<benchmark>/<name>.yaml; written by '
-        'tests/test_config_compose.py --write-snapshot",\n' + ",\n".join(lines) + "\n}\n",
+        'tests/test_config.py --write-snapshot",\n' + ",\n".join(lines) + "\n}\n",
         encoding="utf-8",
     )
 

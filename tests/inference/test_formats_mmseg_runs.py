@@ -1,6 +1,6 @@
 """Published DAFormer / MIC (mmseg) checkpoints end to end: `duda eval`, `duda convert`, DUDA.
 
-A fake ``latest.pth`` in the reference layout (random weights, ``tests/models/fixtures``) of a tiny
+A fake ``latest.pth`` in the reference layout (random weights, ``tests/inference/fixtures``) of a tiny
 DAFormer is evaluated on the tiny synthetic benchmark, converted to a deploy folder, used as the
 starting point of DUDA's large student / EMA teacher and as an extra frozen stage-2 teacher; a tiny
 HRDA one is evaluated, converted and used as the starting point of DUDA on HRDA / MIC(HRDA).
@@ -28,7 +28,7 @@ from duda.methods import build_method
 pytestmark = pytest.mark.slow
 
 _spec = importlib.util.spec_from_file_location(
-    "reference_fakes", Path(__file__).parents[1] / "models" / "reference_fakes.py"
+    "reference_fakes", Path(__file__).parent / "reference_fakes.py"
 )
 fakes = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fakes)

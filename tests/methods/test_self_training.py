@@ -58,7 +58,7 @@ def test_duda_large_student_trains_exactly_as_daformer(tmp_path, base, fd):
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).parent / "engine"))
+    sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
     from tinyrun import HRDA_TINY, tiny_config
 
     from duda.config import config_from_dict
