@@ -310,3 +310,9 @@ def test_nothing_imports_the_deprecated_loading_alias():
         if i.target == "duda.loading" and unit(i.module) != "loading"
     ]
     assert not users, users
+
+
+def test_nothing_imports_the_deprecated_evaluation_inference_alias():
+    alias = "duda.evaluation.inference"
+    users = [str(i) for i in all_imports(all_sources()) if i.target == alias and i.module != alias]
+    assert not users, users
