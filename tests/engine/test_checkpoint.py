@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from duda.engine.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from duda.checkpoints import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from duda.errors import CheckpointError
 from duda.inference import load_inference_model, save_deploy_model
 from duda.models import build_model

@@ -32,10 +32,10 @@ from PIL import Image
 from tinyrun import tiny_config, write_config
 
 from duda import inference
+from duda.checkpoints import list_checkpoints, load_checkpoint, save_checkpoint
 from duda.cli import main
 from duda.config import TrainConfig, config_from_dict, load_config
 from duda.engine import checkpoint as ckpt_io
-from duda.engine.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from duda.engine.trainer import train
 from duda.engine.workdir import LOCK_NAME, WorkDirLock
 

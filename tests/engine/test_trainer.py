@@ -15,8 +15,8 @@ import pytest
 import torch
 from tinyrun import tiny_config, write_config
 
+from duda.checkpoints import list_checkpoints, load_checkpoint
 from duda.config import config_from_dict
-from duda.engine.checkpoint import list_checkpoints, load_checkpoint
 from duda.engine.trainer import NonFiniteLossError, train
 from duda.inference import load_inference_model
 

@@ -503,7 +503,7 @@ def train_resume_on_cuda(ctx: Context) -> dict:
     """A DUDA run stopped after its stage-1 step and resumed on the device (CPU checkpoint into
     CUDA networks and optimisers, I'_c state) ends with exactly the weights of a run that never
     stopped."""
-    from duda.engine.checkpoint import load_checkpoint
+    from duda.checkpoints import load_checkpoint
     from duda.engine.trainer import train
 
     overrides = {

@@ -17,9 +17,9 @@ import pytest
 import torch
 from tinyrun import HRDA_TINY, tiny_config, write_config
 
+from duda.checkpoints import list_checkpoints, load_checkpoint
 from duda.cli import main
 from duda.config import config_from_dict
-from duda.engine.checkpoint import list_checkpoints, load_checkpoint
 from duda.engine.trainer import train
 from duda.errors import CheckpointError
 from duda.inference import load_inference_model

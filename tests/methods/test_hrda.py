@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from tinyrun import HRDA_TINY, deep_update, tiny_config
 
 import duda.methods.self_training as st
+from duda.checkpoints import list_checkpoints, load_checkpoint
 from duda.config import config_from_dict
-from duda.engine.checkpoint import list_checkpoints, load_checkpoint
 from duda.engine.trainer import train
 from duda.errors import ConfigError
 from duda.inference import load_inference_model

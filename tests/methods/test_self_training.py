@@ -61,10 +61,10 @@ def test_duda_large_student_trains_exactly_as_daformer(tmp_path, base, fd):
     sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
     from tinyrun import HRDA_TINY, tiny_config
 
+    from duda.checkpoints import load_checkpoint
     from duda.config import config_from_dict
     from duda.data.prepare import prepare_dataset
     from duda.data.synth import generate_benchmark
-    from duda.engine.checkpoint import load_checkpoint
     from duda.engine.trainer import train
 
     root = tmp_path / "synth"

@@ -86,12 +86,12 @@ def _eval_checkpoint(args: argparse.Namespace) -> int:
 
     from duda.api import load_model
     from duda.data.datasets import build_dataset_from_config
-    from duda.engine.distributed import resolve_device
     from duda.engine.trainer import make_eval_loader
     from duda.errors import ConfigError
     from duda.evaluation.evaluate import evaluate
     from duda.evaluation.metrics import write_result_json
     from duda.evaluation.visualize import save_png
+    from duda.inference.device import resolve_device
     from duda.methods import load_config
 
     cfg = load_config(args.config, args.overrides)

@@ -43,10 +43,10 @@ def run(args: argparse.Namespace) -> int:
     from duda.checkpoints import latest_checkpoint, load_checkpoint
     from duda.data.datasets import build_dataset_from_config
     from duda.data.loader import EvalSet, build_eval_loader
-    from duda.engine.distributed import resolve_device
     from duda.errors import CheckpointError, ConfigError
     from duda.evaluation.inconsistency_report import inconsistency_report, plot_report
     from duda.inference import load_inference_model
+    from duda.inference.device import resolve_device
     from duda.methods import config_from_dict
 
     path = Path(args.checkpoint)

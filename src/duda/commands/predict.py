@@ -106,10 +106,10 @@ def run_predict(args: argparse.Namespace) -> int:
     from torch import nn
 
     from duda.api import load_model
-    from duda.engine.distributed import resolve_device
     from duda.errors import DudaError
     from duda.evaluation.predict import PredictReport, list_images, predict_images
     from duda.files import check_writable_dir
+    from duda.inference.device import resolve_device
 
     if not 0.0 <= args.alpha <= 1.0:
         raise DudaError(f"--alpha must be between 0 and 1, got {args.alpha}")

@@ -16,8 +16,9 @@ from duda.data.datasets import build_dataset, build_dataset_from_config
 from duda.data.loader import EvalSet, build_eval_loader
 from duda.engine.logger import read_metrics
 from duda.evaluation.inconsistency_report import inconsistency_report, plot_report
-from duda.evaluation.visualize import colorize, make_grid, save_png
+from duda.evaluation.visualize import make_grid, save_png
 from duda.inference import load_inference_model
+from duda.inference.image import colorize
 from duda.inference.modes import infer_whole
 from duda.methods import config_from_dict
 from duda.models import build_model

@@ -1,25 +1,13 @@
 """Whether a training checkpoint fits a run: the method-aware compatibility check.
 
 File I/O of checkpoints (atomic save, list, latest, load) is :mod:`duda.checkpoints`, a leaf
-module; its names are re-exported here for the engine's callers.
+module.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from duda.checkpoints import (  # noqa: F401  (re-exported: the engine's checkpoint API)
-    TRAINING_KEYS,
-    ResumePoint,
-    atomic_save,
-    find_resume_point,
-    latest_checkpoint,
-    list_checkpoints,
-    load_checkpoint,
-    load_training_checkpoint,
-    save_checkpoint,
-    set_aside_unreadable,
-)
 from duda.config import MethodConfig
 from duda.errors import DudaError
 from duda.methods import config_from_dict, network_specs

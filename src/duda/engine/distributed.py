@@ -13,8 +13,6 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from duda.inference.device import resolve_device  # noqa: F401  (re-exported: training and commands use it)
-
 
 @dataclass(frozen=True)
 class DistInfo:

@@ -20,12 +20,13 @@ import numpy as np
 import torch
 import yaml
 
+from duda import checkpoints as ckpt_io
 from duda import inference
 from duda.config import ExperimentConfig, to_dict
 from duda.data.datasets import build_dataset_from_config
 from duda.data.loader import EvalSet, UDATrainSet, build_eval_loader, build_train_loader
 from duda.data.rcs import RCSConfig
-from duda.engine import checkpoint as ckpt_io
+from duda.engine.checkpoint import incompatibilities
 from duda.engine.distributed import (
     DistInfo,
     all_reduce_sum,
@@ -33,7 +34,6 @@ from duda.engine.distributed import (
     broadcast_object,
     cleanup_distributed,
     init_distributed,
-    resolve_device,
 )
 from duda.engine.logger import MetricLogger
 from duda.engine.optim import build_optimizer, set_lr, span_lr_factor
@@ -43,6 +43,7 @@ from duda.errors import CheckpointError, ConfigError, DudaError
 from duda.evaluation.evaluate import accumulate
 from duda.evaluation.metrics import IoUMetric
 from duda.files import WriteError, write_text
+from duda.inference.device import resolve_device
 from duda.log import info
 from duda.methods import Method, StepContext, build_method, method_class
 from duda.methods.base import to_device
@@ -313,7 +314,7 @@ def _claim_work_dir(
             if point is not None:
                 state = point.state
                 old_classes = (state.get("meta") or {}).get("num_classes")
-                bad = ckpt_io.incompatibilities(state["config"], to_dict(cfg), old_classes, num_classes)
+                bad = incompatibilities(state["config"], to_dict(cfg), old_classes, num_classes)
                 if bad:
                     raise CheckpointError(
                         f"--resume: {point.path} was written for another run ({'; '.join(bad)}); "

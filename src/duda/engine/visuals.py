@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from duda.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from duda.evaluation.visualize import colorize, make_grid, save_png
+from duda.evaluation.visualize import make_grid, save_png
+from duda.inference.image import colorize
 
 # (key in the step's visuals, title, kind)
 COLUMNS = [
